@@ -1,0 +1,18 @@
+"""HuMo engine: everything that computes. Imports no UI code.
+
+Public surface:
+    Engine(weights_dir).generate(GenerationRequest) -> iterator of events (engine.events)
+    Engine.cancel(), Engine.load(variant), Engine.unload()
+"""
+from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
+from engine.request import GenerationRequest
+
+__all__ = ["Engine", "GenerationRequest", "EngineError", "InputError", "WeightsError", "Cancelled", "OutOfResources"]
+
+
+def __getattr__(name):
+    # Engine pulls in torch/diffusers; keep `import engine` cheap for the UI's start-up.
+    if name == "Engine":
+        from engine.pipeline import Engine
+        return Engine
+    raise AttributeError(name)

@@ -1,0 +1,1 @@
+"""Subcommands of `python -m engine`; each module defines `register(subparsers)`."""
