@@ -1,0 +1,1 @@
+"""Model definitions (HuMo DiT) and checkpoint key conversion."""

@@ -1,0 +1,223 @@
+"""The HuMo DiT: diffusers' Wan 2.1 transformer plus HuMo's audio modules (SPEC §2).
+
+We subclass `WanTransformer3DModel` so attention backends, layerwise casting, group offload
+and caches keep working; only the pieces HuMo adds are defined here:
+  * `HuMoAudioProjection`: per-latent-frame window [8, 5, C] -> 16 audio tokens;
+  * `HuMoAudioAttention`: per-block cross-attention from the video tokens of a latent frame
+    to the 16 audio tokens of that same frame;
+  * a forward that zero-pads the text to `text_len`, concatenates `y` (17B layout) and
+    computes the sinusoidal time embedding in float64 like the official code.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.normalization import FP32LayerNorm
+from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
+
+AUDIO_WINDOW = 8   # whisper frames per latent frame window
+AUDIO_GROUPS = 5   # groups of whisper hidden states
+
+
+class HuMoAudioProjection(nn.Module):
+    """[..., 8, 5, C] -> [..., tokens, audio_dim]: Linear-ReLU-Linear-ReLU-Linear, then LayerNorm."""
+
+    def __init__(self, channels: int, intermediate_dim: int, audio_dim: int, tokens: int):
+        super().__init__()
+        self.tokens = tokens
+        self.audio_dim = audio_dim
+        self.linear_1 = nn.Linear(AUDIO_WINDOW * AUDIO_GROUPS * channels, intermediate_dim)
+        self.linear_2 = nn.Linear(intermediate_dim, intermediate_dim)
+        self.linear_3 = nn.Linear(intermediate_dim, tokens * audio_dim)
+        self.norm = nn.LayerNorm(audio_dim)
+
+    def forward(self, windows: torch.Tensor) -> torch.Tensor:
+        lead = windows.shape[:-3]
+        x = windows.reshape(*lead, -1).to(self.linear_1.weight.dtype)
+        x = F.relu(self.linear_1(x))
+        x = F.relu(self.linear_2(x))
+        x = self.linear_3(x).unflatten(-1, (self.tokens, self.audio_dim))
+        return self.norm(x)
+
+
+class HuMoAudioAttention(nn.Module):
+    """Frame-local cross-attention: the h·w video tokens of each latent frame attend to its audio tokens."""
+
+    def __init__(self, dim: int, audio_dim: int, heads: int, eps: float):
+        super().__init__()
+        self.heads = heads
+        self.to_q = nn.Linear(dim, dim)
+        self.to_k = nn.Linear(audio_dim, dim)
+        self.to_v = nn.Linear(audio_dim, dim)
+        self.to_out = nn.Linear(dim, dim)
+        self.norm_q = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
+        self.norm_k = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
+        self.attention_backend = None  # diffusers backend name; None = the active default (SDPA)
+
+    def forward(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, frames: int) -> torch.Tensor:
+        # hidden_states [B, F*hw, dim]; audio_tokens [B, F, n, audio_dim]
+        b, seq, dim = hidden_states.shape
+        q = self.norm_q(self.to_q(hidden_states))
+        k = self.norm_k(self.to_k(audio_tokens))
+        v = self.to_v(audio_tokens)
+        q = q.reshape(b * frames, seq // frames, self.heads, -1)
+        k = k.reshape(b * frames, -1, self.heads, dim // self.heads)
+        v = v.reshape(b * frames, -1, self.heads, dim // self.heads)
+        out = dispatch_attention_fn(q, k, v, backend=self.attention_backend)
+        out = out.reshape(b, seq, dim).type_as(q)
+        return self.to_out(out)
+
+
+class HuMoTransformerBlock(WanTransformerBlock):
+    """Wan block with the audio cross-attention between the text cross-attention and the FFN."""
+
+    def __init__(self, dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, audio_dim):
+        super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, None)
+        self.norm_audio = FP32LayerNorm(dim, eps, elementwise_affine=True)
+        self.audio_attn = HuMoAudioAttention(dim, audio_dim, num_heads, eps)
+
+    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb, audio_tokens=None, frames=1):
+        shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
+            self.scale_shift_table + temb.float()
+        ).chunk(6, dim=1)
+
+        norm = (self.norm1(hidden_states.float()) * (1 + scale_msa) + shift_msa).type_as(hidden_states)
+        attn = self.attn1(norm, None, None, rotary_emb)
+        hidden_states = (hidden_states.float() + attn * gate_msa).type_as(hidden_states)
+
+        norm = self.norm2(hidden_states.float()).type_as(hidden_states)
+        hidden_states = hidden_states + self.attn2(norm, encoder_hidden_states, None, None)
+
+        norm = self.norm_audio(hidden_states.float()).type_as(hidden_states)
+        hidden_states = hidden_states + self.audio_attn(norm, audio_tokens, frames)
+
+        norm = (self.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa).type_as(hidden_states)
+        ff = self.ffn(norm)
+        return (hidden_states.float() + ff.float() * c_gate_msa).type_as(hidden_states)
+
+
+def sinusoidal_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
+    """Wan's time embedding, cos then sin, computed in float64 as the official model does."""
+    half = dim // 2
+    t = timestep.to(torch.float64)
+    freqs = torch.pow(10000.0, -torch.arange(half, dtype=torch.float64, device=t.device) / half)
+    args = torch.outer(t, freqs)
+    return torch.cat([torch.cos(args), torch.sin(args)], dim=1).float()
+
+
+class HuMoTransformer3DModel(WanTransformer3DModel):
+    _no_split_modules = ["HuMoTransformerBlock"]
+    _repeated_blocks = ["HuMoTransformerBlock"]
+    _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm", "audio_proj.norm"]
+    _keep_in_fp32_modules = ["rope", "time_embedder", "scale_shift_table", "norm1", "norm2", "norm3", "norm_audio"]
+
+    @register_to_config
+    def __init__(
+        self,
+        patch_size=(1, 2, 2),
+        num_attention_heads: int = 12,
+        attention_head_dim: int = 128,
+        in_channels: int = 16,
+        out_channels: int = 16,
+        text_dim: int = 4096,
+        freq_dim: int = 256,
+        ffn_dim: int = 8960,
+        num_layers: int = 30,
+        cross_attn_norm: bool = True,
+        qk_norm: str | None = "rms_norm_across_heads",
+        eps: float = 1e-6,
+        rope_max_seq_len: int = 1024,
+        text_len: int = 512,
+        audio_channels: int = 1280,
+        audio_intermediate_dim: int = 512,
+        audio_dim: int = 1536,
+        audio_tokens: int = 16,
+    ):
+        super().__init__(
+            patch_size=patch_size, num_attention_heads=num_attention_heads, attention_head_dim=attention_head_dim,
+            in_channels=in_channels, out_channels=out_channels, text_dim=text_dim, freq_dim=freq_dim,
+            ffn_dim=ffn_dim, num_layers=0, cross_attn_norm=cross_attn_norm, qk_norm=qk_norm, eps=eps,
+            rope_max_seq_len=rope_max_seq_len,
+        )
+        # The parent's own config registration (num_layers=0, so it builds no Wan blocks) ran last.
+        self.register_to_config(num_layers=num_layers)
+        inner = num_attention_heads * attention_head_dim
+        self.blocks = nn.ModuleList(
+            HuMoTransformerBlock(inner, ffn_dim, num_attention_heads, qk_norm, cross_attn_norm, eps, audio_dim)
+            for _ in range(num_layers)
+        )
+        self.audio_proj = HuMoAudioProjection(audio_channels, audio_intermediate_dim, audio_dim, audio_tokens)
+
+    def set_attention_backend_all(self, backend: str | None) -> None:
+        """Select the attention backend for every attention in the model (self, text, audio)."""
+        if backend is None:
+            self.reset_attention_backend()
+        else:
+            self.set_attention_backend(backend)
+        for block in self.blocks:
+            block.audio_attn.attention_backend = backend
+
+    def forward(self, hidden_states, timestep, encoder_hidden_states, audio, y=None, return_dict=False):
+        """
+        hidden_states [B, 16, F, H, W] latents (reference frames included); y [B, 20, F, H, W] (17B layout);
+        timestep [B]; encoder_hidden_states [B, L, text_dim] (L <= text_len, zero-padded here);
+        audio [B, F, 8, 5, C] per-latent-frame windows. Returns the velocity [B, 16, F, H, W].
+        """
+        if y is not None:
+            hidden_states = torch.cat([hidden_states, y], dim=1)
+        batch, _, frames, height, width = hidden_states.shape
+        p_t, p_h, p_w = self.config.patch_size
+        f, h, w = frames // p_t, height // p_h, width // p_w
+
+        rotary_emb = self.rope(hidden_states)
+        hidden_states = self.patch_embedding(hidden_states.to(self.patch_embedding.weight.dtype))
+        hidden_states = hidden_states.flatten(2).transpose(1, 2).contiguous()
+
+        text = encoder_hidden_states
+        pad = self.config.text_len - text.shape[1]
+        if pad > 0:
+            text = torch.cat([text, text.new_zeros(text.shape[0], pad, text.shape[2])], dim=1)
+
+        emb = self.condition_embedder
+        t_freq = sinusoidal_embedding(timestep.reshape(-1), self.config.freq_dim)
+        temb = emb.time_embedder(t_freq.to(emb.time_embedder.linear_1.weight.dtype)).float()
+        timestep_proj = emb.time_proj(emb.act_fn(temb).to(emb.time_proj.weight.dtype)).float().unflatten(1, (6, -1))
+        text = emb.text_embedder(text.to(emb.text_embedder.linear_1.weight.dtype))
+
+        audio_tokens = self.audio_proj(audio)
+
+        for block in self.blocks:
+            hidden_states = block(hidden_states, text, timestep_proj, rotary_emb, audio_tokens=audio_tokens, frames=f)
+
+        shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
+        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)
+        hidden_states = self.proj_out(hidden_states)
+        hidden_states = hidden_states.reshape(batch, f, h, w, p_t, p_h, p_w, -1)
+        out = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
+        return out if not return_dict else {"sample": out}
+
+
+def dit_from_shape(shape) -> HuMoTransformer3DModel:
+    """Build the DiT for a `variants.DiTShape` (on whatever device/init context is active)."""
+    return HuMoTransformer3DModel(
+        patch_size=tuple(shape.patch_size),
+        num_attention_heads=shape.num_heads,
+        attention_head_dim=shape.dim // shape.num_heads,
+        in_channels=shape.in_dim,
+        out_channels=shape.out_dim,
+        text_dim=shape.text_dim,
+        freq_dim=shape.freq_dim,
+        ffn_dim=shape.ffn_dim,
+        num_layers=shape.num_layers,
+        eps=shape.eps,
+        text_len=shape.text_len,
+        audio_channels=shape.audio_channels,
+        audio_intermediate_dim=shape.audio_intermediate_dim,
+        audio_dim=shape.audio_dim,
+        audio_tokens=shape.audio_tokens,
+    )
