@@ -1,0 +1,1 @@
+"""HuMo Studio: the Gradio front end, its gallery store and presets."""
