@@ -65,7 +65,8 @@ CREATE TABLE IF NOT EXISTS entries (
     video      TEXT NOT NULL,
     thumbnail  TEXT,
     settings   TEXT NOT NULL,
-    timings    TEXT NOT NULL
+    timings    TEXT NOT NULL,
+    inputs     TEXT NOT NULL DEFAULT '{}'
 );
 CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at DESC, id DESC);
 """
@@ -88,6 +89,7 @@ class Entry:
     variant: str | None
     seed: int | None
     duration: float | None             # length of the video in seconds, when known
+    inputs: dict[str, Any] = field(default_factory=dict)  # kept copies: {"audio": Path|None, "images": [Path|None]}
 
     @property
     def folder(self) -> Path:
@@ -139,8 +141,12 @@ class Gallery:
 
     def add(self, video_path: str | os.PathLike, settings: dict[str, Any], timings: dict[str, Any] | None = None,
             thumbnail_path: str | os.PathLike | None = None, title: str | None = None, *,
-            move: bool = False) -> Entry:
+            move: bool = False, keep_inputs: bool = True) -> Entry:
         """Keep a finished run. Copies (or, with `move=True`, moves) the files into the gallery.
+
+        With `keep_inputs` the reference images and the voice clip named in `settings` are
+        copied too (into `inputs/`), so "reuse these settings" still works after the upload
+        cache is cleaned.
 
         Raises InputError when the video is missing, OutOfResources when the disk is full;
         in both cases nothing is left behind and the gallery is unchanged.
@@ -153,7 +159,8 @@ class Gallery:
             thumb_src = None           # a missing thumbnail must not cost the user the video
         settings = _jsonable(dict(settings or {}))
         timings = _jsonable(dict(timings or {}))
-        self._check_free_space(src, thumb_src)
+        kept_inputs, input_copies = _plan_inputs(settings) if keep_inputs else (_no_inputs(), [])
+        self._check_free_space(src, thumb_src, *(path for path, _ in input_copies))
 
         entry_id = _new_id()
         created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
@@ -169,6 +176,7 @@ class Gallery:
             "thumbnail": thumb_name,
             "settings": settings,
             "timings": timings,
+            "inputs": kept_inputs,
         }
 
         staging = self.root / (_STAGING_PREFIX + entry_id)
@@ -178,6 +186,9 @@ class Gallery:
             _atomic_copy(src, staging / video_name)
             if thumb_src is not None:
                 _atomic_copy(thumb_src, staging / thumb_name)
+            for path, name in input_copies:
+                (staging / name).parent.mkdir(exist_ok=True)
+                _atomic_copy(path, staging / name)
             _atomic_write_text(staging / RECORD_NAME, json.dumps(record, indent=2, ensure_ascii=False))
         except BaseException as err:
             shutil.rmtree(staging, ignore_errors=True)
@@ -293,7 +304,17 @@ class Gallery:
         entry = self.get(entry_id)
         if entry is None:
             raise KeyError(f"No gallery entry {entry_id!r}.")
-        return settings_for_form(entry.settings)
+        form = settings_for_form(entry.settings)
+        audio = entry.inputs.get("audio")
+        if audio is not None and audio.is_file():
+            form["audio"] = str(audio)
+        images = list(form.get("images") or [])
+        for i, kept in enumerate(entry.inputs.get("images") or []):
+            if kept is not None and kept.is_file() and i < len(images):
+                images[i] = str(kept)
+        if "images" in form:
+            form["images"] = images
+        return form
 
     def path_for(self, entry: Entry | str) -> Path:
         """The folder that holds the files of this entry (or entry id)."""
@@ -494,8 +515,12 @@ class Gallery:
     def _insert_and_place(self, conn: sqlite3.Connection, entry: Entry, staging: Path, final: Path) -> None:
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute(_INSERT, self._row_values(entry))
-            os.replace(staging, final)
+            if not staging.exists() and final.is_dir():
+                # A retry after the index was rebuilt: the folder is placed and may be indexed already.
+                conn.execute(_INSERT_OR_IGNORE, self._row_values(entry))
+            else:
+                conn.execute(_INSERT, self._row_values(entry))
+                os.replace(staging, final)
             _fsync_dir(self.root)
             conn.execute("COMMIT")
         except BaseException:
@@ -517,7 +542,8 @@ class Gallery:
         return (entry.id, entry.created_at, entry.title, entry.variant, entry.seed, entry.duration,
                 entry.video.relative_to(self.root).as_posix(),
                 entry.thumbnail.relative_to(self.root).as_posix() if entry.thumbnail else None,
-                json.dumps(entry.settings, ensure_ascii=False), json.dumps(entry.timings, ensure_ascii=False))
+                json.dumps(entry.settings, ensure_ascii=False), json.dumps(entry.timings, ensure_ascii=False),
+                json.dumps(_inputs_to_record(entry.inputs, entry.folder)))
 
     def _entry_from_row(self, row: sqlite3.Row) -> Entry:
         return Entry(
@@ -525,7 +551,8 @@ class Gallery:
             video=self.root / row["video"],
             thumbnail=(self.root / row["thumbnail"]) if row["thumbnail"] else None,
             settings=json.loads(row["settings"]), timings=json.loads(row["timings"]),
-            title=row["title"], variant=row["variant"], seed=row["seed"], duration=row["duration"])
+            title=row["title"], variant=row["variant"], seed=row["seed"], duration=row["duration"],
+            inputs=_inputs_from_record(json.loads(row["inputs"] or "{}"), self.root / row["id"]))
 
     def _entry_from_record(self, record: dict[str, Any], folder: Path) -> Entry:
         settings = dict(record.get("settings") or {})
@@ -543,6 +570,7 @@ class Gallery:
             variant=_as_str(resolved_value(settings, "variant")),
             seed=_as_int(resolved_value(settings, "seed")),
             duration=video_duration(settings),
+            inputs=_inputs_from_record(record.get("inputs") or {}, folder),
         )
 
     def _check_free_space(self, *paths: Path | None) -> None:
@@ -557,8 +585,8 @@ class Gallery:
                 f"{_mb(need)} needed).", hint="Free some disk space or delete old gallery entries, then try again.")
 
 
-_INSERT = ("INSERT INTO entries (id, created_at, title, variant, seed, duration, video, thumbnail, settings, timings) "
-           "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+_INSERT = ("INSERT INTO entries (id, created_at, title, variant, seed, duration, video, thumbnail, settings, timings, "
+           "inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
 
 
 _INSERT_OR_IGNORE = _INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
@@ -612,6 +640,43 @@ def make_title(prompt: Any) -> str:
 
 
 # ---------------------------------------------------------------------- file helpers
+
+def _no_inputs() -> dict[str, Any]:
+    return {"audio": None, "images": []}
+
+
+def _plan_inputs(settings: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
+    """Which input files to keep: (the record's "inputs", [(source, name in the run folder)])."""
+    record, copies = _no_inputs(), []
+    audio = settings.get("audio")
+    if isinstance(audio, str) and audio and Path(audio).is_file():
+        name = f"inputs/audio{Path(audio).suffix.lower()}"
+        record["audio"] = name
+        copies.append((Path(audio), name))
+    images = settings.get("images")
+    for i, image in enumerate(images if isinstance(images, list) else []):
+        name = None
+        if isinstance(image, str) and image and Path(image).is_file():
+            name = f"inputs/image-{i}{Path(image).suffix.lower()}"
+            copies.append((Path(image), name))
+        record["images"].append(name)
+    return record, copies
+
+
+def _inputs_from_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
+    def resolve(name: Any) -> Path | None:
+        if not isinstance(name, str) or not name or ".." in Path(name).parts or Path(name).is_absolute():
+            return None
+        return folder / name
+    images = record.get("images") if isinstance(record.get("images"), list) else []
+    return {"audio": resolve(record.get("audio")), "images": [resolve(name) for name in images]}
+
+
+def _inputs_to_record(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
+    def rel(path: Path | None) -> str | None:
+        return None if path is None else path.relative_to(folder).as_posix()
+    return {"audio": rel(inputs.get("audio")), "images": [rel(p) for p in inputs.get("images") or []]}
+
 
 def _new_id() -> str:
     now = datetime.now()

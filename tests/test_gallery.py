@@ -403,3 +403,45 @@ def test_make_title():
     long = "one two three four five six seven eight nine ten"
     assert make_title(long) == "one two three four five six seven eight…"
     assert len(make_title("x" * 500)) <= 61
+
+
+def test_inputs_are_kept_for_reuse(src, outputs):
+    voice = fake_video(src, "upload-voice.wav", 5000)
+    face = fake_video(src, "upload-face.png", 700)
+    settings = GenerationRequest(prompt="talk", variant="tiny", images=[str(face), "/gone/other.png"],
+                                 audio=str(voice), seed=3).to_dict()
+    with Gallery(outputs) as g:
+        entry = g.add(fake_video(src, "v.mp4"), settings, {})
+        voice_bytes, face_bytes = voice.read_bytes(), face.read_bytes()
+        voice.unlink()                 # the upload cache is cleaned
+        face.unlink()
+        form = g.reuse_settings(entry.id)
+        assert Path(form["audio"]).parent == entry.folder / "inputs"
+        assert Path(form["audio"]).read_bytes() == voice_bytes
+        assert Path(form["images"][0]).read_bytes() == face_bytes
+        assert form["images"][1] == "/gone/other.png", "an input that was never there stays as requested"
+        assert entry.settings["audio"] == str(voice), "the stored settings say what the user gave"
+        without = g.add(fake_video(src, "w.mp4"), {**settings, "audio": str(fake_video(src, "x.wav"))}, {},
+                        keep_inputs=False)
+        assert not (without.folder / "inputs").exists()
+    (outputs / DB_NAME).write_bytes(b"\0" * 4096)
+    with Gallery(outputs) as g:
+        assert Path(g.reuse_settings(entry.id)["audio"]).read_bytes() == voice_bytes
+
+
+def test_index_corrupted_while_open_is_rebuilt_on_next_call(src, outputs):
+    with Gallery(outputs) as g:
+        for i in range(10):
+            g.add(fake_video(src, f"v{i}.mp4"), settings_for(f"clip {i} " + "words " * 300), {})
+        expected = g.list()
+        with sqlite3.connect(outputs / DB_NAME) as other:
+            other.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        db = outputs / DB_NAME
+        data = bytearray(db.read_bytes())
+        data[4096:] = os.urandom(len(data) - 4096)
+        with open(db, "r+b") as f:     # damaged in place, under the open connection
+            f.write(data)
+        g._conn.execute("PRAGMA shrink_memory")   # drop cached pages so the damage is seen
+        assert g.list() == expected
+        assert g.corrupt_backup is not None and g.corrupt_backup.is_file()
+        assert g.count() == 10
