@@ -360,14 +360,15 @@ class Gallery:
     def _open(self) -> None:
         """Open the index, moving a corrupt one aside, then index run folders it does not know."""
         try:
-            self._conn = self._connect_checked()
-        except _Corrupt:
-            self._move_corrupt_aside()
-            self._conn = self._connect_checked()
+            try:
+                self._conn = self._connect_checked()
+            except _Corrupt:
+                self._move_corrupt_aside()
+                self._conn = self._connect_checked()
+            self._reconcile()
         except sqlite3.Error as err:
+            self.close()
             raise _db_error(err, f"Cannot open the gallery index {self.db_path}") from None
-        self._clean_leftovers()
-        self.recovered = self._index_orphan_folders()
 
     def _connect_checked(self) -> sqlite3.Connection:
         conn = None
@@ -435,11 +436,30 @@ class Gallery:
         self.close()
         self._move_corrupt_aside()
         self._conn = self._connect_checked()
-        self.recovered = self._index_orphan_folders()
+        self._reconcile()
 
-    def _clean_leftovers(self) -> None:
+    def _reconcile(self) -> None:
+        """Make the index and the run folders agree again after a crash or a lost index.
+
+        Runs inside one write transaction, so another process in the middle of an add or a
+        delete finishes first and its folders are never mistaken for leftovers.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            known = {row[0] for row in conn.execute("SELECT id FROM entries")}
+            self._clean_leftovers(known)
+            found, self.unreadable_records = self._scan_orphan_folders(known)
+            for entry in found:
+                conn.execute(_INSERT_OR_IGNORE, self._row_values(entry))
+            conn.execute("COMMIT")
+        except BaseException:
+            _rollback(conn)
+            raise
+        self.recovered = [entry.id for entry in found]
+
+    def _clean_leftovers(self, known: set[str]) -> None:
         """Finish what a crash interrupted: stale staging folders and half-done deletes."""
-        known = self._known_ids()
         now = time.time()
         for path in self.root.iterdir():
             name = path.name
@@ -459,9 +479,8 @@ class Gallery:
                 else:
                     shutil.rmtree(path, ignore_errors=True)
 
-    def _index_orphan_folders(self) -> list[str]:
-        """Insert a row for every run folder the index does not know (crash, corrupt or lost index)."""
-        known = self._known_ids()
+    def _scan_orphan_folders(self, known: set[str]) -> tuple[list[Entry], list[str]]:
+        """Entries for run folders the index does not know, and the folders whose record is unreadable."""
         found: list[Entry] = []
         unreadable: list[str] = []
         for folder in sorted(self.root.iterdir()):
@@ -477,25 +496,7 @@ class Gallery:
                 found.append(self._entry_from_record(record, folder))
             except (OSError, ValueError, TypeError, KeyError, AttributeError):
                 unreadable.append(folder.name)
-        self.unreadable_records = unreadable
-        if not found:
-            return []
-
-        def insert_all(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                for entry in found:
-                    conn.execute(_INSERT_OR_IGNORE, self._row_values(entry))
-                conn.execute("COMMIT")
-            except BaseException:
-                _rollback(conn)
-                raise
-
-        insert_all(self._conn)
-        return [entry.id for entry in found]
-
-    def _known_ids(self) -> set[str]:
-        return {row[0] for row in self._conn.execute("SELECT id FROM entries")}
+        return found, unreadable
 
     # ------------------------------------------------------------------ database helpers
 

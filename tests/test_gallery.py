@@ -343,6 +343,16 @@ def test_disk_full_raises_out_of_resources_and_keeps_gallery(src, outputs, monke
 
         assert [e.id for e in g.list()] == [kept.id]
         assert kept.video.is_file()
+
+        # Too little free space is refused before anything is written.
+        usage = shutil.disk_usage(outputs)
+        monkeypatch.setattr(gallery_module.shutil, "disk_usage",
+                            lambda path: usage._replace(free=10_000))
+        with pytest.raises(OutOfResources, match=r"Not enough disk space .*0\.0 MB free"):
+            g.add(fake_video(src, "big2.mp4", 50_000), settings_for("too big again"), {})
+        monkeypatch.undo()
+        assert stray_files(outputs) == [] and run_folders(outputs) == [kept.id]
+
         later = g.add(fake_video(src, "later.mp4"), settings_for("after freeing space"), {})
         assert g.count() == 2 and later.video.is_file()
     assert run_folders(outputs) == sorted([kept.id, later.id])
