@@ -1,0 +1,80 @@
+"""HuMo Studio: start the Gradio app (also the Hugging Face Space entry point).
+
+    ./launch.sh [--host H] [--port P] [--share] [--auth user:pass] [--variant V]
+                [--weights-dir DIR] [--outputs-dir DIR]
+
+Every flag has an environment twin (HUMO_HOST, HUMO_PORT, HUMO_SHARE, HUMO_AUTH, HUMO_VARIANT,
+HUMO_WEIGHTS_DIR, HUMO_OUTPUTS_DIR). Nothing heavy is imported here: the models load on the
+first generation, so the page is up in a few seconds even with no weights on disk.
+"""
+from __future__ import annotations
+
+import importlib.util
+import os
+import socket
+import sys
+import time
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
+
+_T0 = time.perf_counter()
+
+
+def share_possible(timeout_s: float = 2.0) -> str | None:
+    """None when a share link can be tried, else why not (checked quickly, before Gradio waits 30 s)."""
+    try:
+        with socket.create_connection(("api.gradio.app", 443), timeout=timeout_s):
+            return None
+    except OSError as err:
+        return f"api.gradio.app is not reachable ({err.__class__.__name__}: {err})"
+
+
+def mcp_available() -> bool:
+    return importlib.util.find_spec("mcp") is not None
+
+
+def main(argv: list[str] | None = None) -> int:
+    from studio.config import parse_config
+
+    config = parse_config(argv)
+    on_space = bool(os.environ.get("SPACE_ID"))
+    if on_space and "HUMO_HOST" not in os.environ:
+        config.host = "0.0.0.0"
+
+    from studio.app_ui import CSS, build_app
+
+    demo = build_app(config)
+    demo.queue(default_concurrency_limit=1, max_size=64)
+
+    share = config.share
+    if share:
+        why = share_possible()
+        if why:
+            print(f"* No share link: {why}. Serving locally only; check the internet connection "
+                  "or drop --share.", flush=True)
+            share = False
+
+    launch_kwargs = dict(server_name=config.host, server_port=config.port, share=share,
+                         auth=config.auth, inbrowser=config.open_browser, show_error=False,
+                         theme=demo.humo_theme, css=CSS, footer_links=["api", "settings"],
+                         allowed_paths=[os.path.abspath(config.outputs_dir)], prevent_thread_lock=True)
+    if config.mcp and mcp_available():
+        launch_kwargs["mcp_server"] = True
+    elif config.mcp:
+        print("* MCP server off: install gradio[mcp] to serve the studio's tools to MCP clients.", flush=True)
+    if config.auth:
+        launch_kwargs["auth_message"] = "HuMo Studio: sign in"
+
+    demo.launch(**launch_kwargs)
+    print(f"* HuMo Studio ready in {time.perf_counter() - _T0:.2f} s "
+          f"(weights: {config.weights_dir}, outputs: {config.outputs_dir})", flush=True)
+    try:
+        demo.block_thread()
+    except KeyboardInterrupt:
+        pass
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,151 @@
+"""Audio chores of the studio: read, trim, isolate the voice, mix the background back in.
+
+The engine gets one finished clip (the one that drives the lips); everything a person
+does to that clip before generating happens here.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InputError
+
+MAX_ISOLATION_S = 180.0      # the preview is interactive: longer clips should be trimmed first
+SILENCE_PEAK = 1e-3
+
+
+STUDIO_SR = 44100          # stems and trimmed clips keep music quality; the engine resamples for whisper
+
+
+def read_audio(path: str, sr: int = STUDIO_SR) -> tuple[np.ndarray, int]:
+    """Mono float32 wave at `sr`. Unreadable, empty or silent files -> InputError."""
+    from engine.media import load_audio
+
+    if not path:
+        raise InputError("No audio clip was given.", hint="Upload or record a voice clip.")
+    return load_audio(path, sr=sr), sr
+
+
+def describe(path: str | None) -> str:
+    """One line about a clip for the page, or a readable problem."""
+    if not path:
+        return ""
+    from engine.media import audio_info
+
+    try:
+        info = audio_info(path)
+    except InputError as err:
+        return f"⚠️ {err}"
+    seconds = info.get("duration_s")
+    length = f"{seconds:.1f} s" if seconds is not None else "unknown length"
+    return f"Clip: {length}, {info.get('sample_rate')} Hz, {info.get('codec')}"
+
+
+def trim(wave: np.ndarray, sr: int, start_s: float | None, end_s: float | None) -> np.ndarray:
+    total = wave.size / sr
+    start = max(0.0, float(start_s or 0.0))
+    end = float(end_s) if end_s not in (None, 0, 0.0) else total
+    end = min(end, total)
+    if end - start < 0.2:
+        raise InputError(f"The trim keeps {max(end - start, 0):.2f} s of a {total:.1f} s clip.",
+                         hint="Set the end after the start (at least 0.2 s apart), or 0 to keep the rest.")
+    return wave[int(start * sr):int(end * sr)]
+
+
+def write_wav(path: str | Path, wave: np.ndarray, sr: int) -> str:
+    import soundfile as sf
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    peak = float(np.max(np.abs(wave))) if wave.size else 0.0
+    if peak > 1.0:
+        wave = wave / peak
+    sf.write(str(path), wave.astype(np.float32), sr, subtype="PCM_16")
+    return str(path)
+
+
+@dataclass
+class Stems:
+    vocals: str
+    background: str
+    method: str
+    note: str
+    source: str            # the trimmed clip both stems come from
+    sr: int
+
+
+def _key(path: str, start_s, end_s) -> str:
+    st = os.stat(path)
+    raw = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{start_s}|{end_s}"
+    return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+def trimmed_clip(path: str, start_s, end_s, workdir: str | Path) -> tuple[str, np.ndarray, int]:
+    """The clip cut to [start, end] as a WAV in workdir (the original when nothing is cut)."""
+    wave, sr = read_audio(path)
+    cut = trim(wave, sr, start_s, end_s)
+    if cut.size == wave.size:
+        return path, cut, sr
+    if float(np.max(np.abs(cut))) < SILENCE_PEAK:
+        raise InputError("The trimmed part of the clip is silent, so there is no voice to follow.",
+                         hint="Move the trim start/end to the speech.")
+    out = Path(workdir) / f"trim-{_key(path, start_s, end_s)}.wav"
+    if not out.exists():
+        write_wav(out, cut, sr)
+    return str(out), cut, sr
+
+
+def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | None = None) -> Stems:
+    """Split the (trimmed) clip into voice and background stems, cached per clip + trim."""
+    from engine.separation import separate_vocals
+
+    src, wave, sr = trimmed_clip(path, start_s, end_s, workdir)
+    if wave.size / sr > MAX_ISOLATION_S:
+        raise InputError(f"The clip is {wave.size / sr:.0f} s long; vocal isolation takes up to "
+                         f"{MAX_ISOLATION_S:.0f} s.", hint="Trim the clip first (start/end).")
+    key = _key(path, start_s, end_s)
+    work = Path(workdir)
+    vocals_path, background_path = work / f"vocals-{key}.wav", work / f"background-{key}.wav"
+    meta_path = work / f"stems-{key}.txt"
+    if vocals_path.exists() and background_path.exists() and meta_path.exists():
+        method, _, note = meta_path.read_text().partition("\n")
+        return Stems(str(vocals_path), str(background_path), method, note, src, sr)
+    sep = separate_vocals(wave, sr, method="auto", models_dir=models_dir)
+    write_wav(vocals_path, np.asarray(sep.vocals, dtype=np.float32), sr)
+    write_wav(background_path, np.asarray(sep.background, dtype=np.float32), sr)
+    meta_path.write_text(f"{sep.method}\n{sep.note or ''}")
+    return Stems(str(vocals_path), str(background_path), sep.method, sep.note or "", src, sr)
+
+
+def mix_wav(stems: Stems, gain: float, workdir: str | Path) -> str:
+    """Voice + background at `gain`, written next to the stems."""
+    from engine.separation import mix
+
+    import soundfile as sf
+
+    vocals, sr = sf.read(stems.vocals, dtype="float32")
+    background, _ = sf.read(stems.background, dtype="float32")
+    n = min(vocals.size, background.size)
+    mixed = mix(vocals[:n], background[:n], float(gain))
+    out = Path(workdir) / f"mix-{Path(stems.vocals).stem}-{gain:.2f}.wav"
+    return write_wav(out, np.asarray(mixed, dtype=np.float32), sr)
+
+
+def replace_audio(video_path: str, audio_path: str) -> None:
+    """Swap the MP4's audio track in place, keeping its video stream and metadata."""
+    import imageio_ffmpeg
+
+    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    tmp = str(Path(video_path).with_suffix(".remux.mp4"))
+    cmd = [ffmpeg, "-y", "-loglevel", "error", "-i", video_path, "-i", audio_path,
+           "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0", "-c:v", "copy",
+           "-c:a", "aac", "-b:a", "192k", "-shortest",
+           "-movflags", "+faststart+use_metadata_tags", tmp]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise InputError("Could not mix the background back into the video.",
+                         hint=(proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1])
+    os.replace(tmp, video_path)

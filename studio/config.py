@@ -1,0 +1,79 @@
+"""Launch options for the studio: command-line flags, with environment variables as defaults.
+
+Every flag has an environment twin (HUMO_HOST, HUMO_PORT, ...) so a Space or a container can
+configure the app without a command line. Flags win over the environment.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass
+
+from engine.variants import VARIANTS
+
+
+@dataclass
+class StudioConfig:
+    host: str = "127.0.0.1"
+    port: int = 7860
+    share: bool = False
+    auth: tuple[str, str] | None = None
+    variant: str = "humo-1.7b"
+    weights_dir: str = "weights"
+    outputs_dir: str = "outputs"
+    mcp: bool = True                 # serve the MCP endpoint when gradio[mcp] is installed
+    open_browser: bool = False
+
+
+def _env_bool(name: str, default: bool) -> bool:
+    raw = os.environ.get(name)
+    if raw is None or raw.strip() == "":
+        return default
+    return raw.strip().lower() in ("1", "true", "yes", "on")
+
+
+def parse_auth(text: str | None) -> tuple[str, str] | None:
+    if not text:
+        return None
+    user, sep, password = text.partition(":")
+    if not sep or not user or not password:
+        raise ValueError("--auth expects user:password (both non-empty).")
+    return user, password
+
+
+def build_parser() -> argparse.ArgumentParser:
+    env = os.environ.get
+    p = argparse.ArgumentParser(
+        prog="launch.sh",
+        description="HuMo Studio: prompt + photo + voice -> lip-synced video. "
+                    "Every flag can also be set through the environment variable in brackets.")
+    p.add_argument("--host", default=env("HUMO_HOST", "127.0.0.1"),
+                   help="address to listen on; 0.0.0.0 for your network [HUMO_HOST]")
+    p.add_argument("--port", type=int, default=int(env("HUMO_PORT", env("GRADIO_SERVER_PORT", "7860"))),
+                   help="port [HUMO_PORT]")
+    p.add_argument("--share", action="store_true", default=_env_bool("HUMO_SHARE", False),
+                   help="ask Gradio for a temporary public link (needs internet) [HUMO_SHARE=1]")
+    p.add_argument("--auth", default=env("HUMO_AUTH"), metavar="USER:PASS",
+                   help="require this login [HUMO_AUTH]")
+    p.add_argument("--variant", default=env("HUMO_VARIANT", "humo-1.7b"), choices=sorted(VARIANTS),
+                   help="variant selected when the page opens [HUMO_VARIANT]")
+    p.add_argument("--weights-dir", default=env("HUMO_WEIGHTS_DIR", "weights"),
+                   help="folder with the checkpoints [HUMO_WEIGHTS_DIR]")
+    p.add_argument("--outputs-dir", default=env("HUMO_OUTPUTS_DIR", "outputs"),
+                   help="folder for finished videos and the gallery [HUMO_OUTPUTS_DIR]")
+    p.add_argument("--no-mcp", action="store_true", default=not _env_bool("HUMO_MCP", True),
+                   help="do not serve the MCP endpoint even when gradio[mcp] is installed [HUMO_MCP=0]")
+    p.add_argument("--open", action="store_true", help="open the page in a browser")
+    return p
+
+
+def parse_config(argv: list[str] | None = None) -> StudioConfig:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        auth = parse_auth(args.auth)
+    except ValueError as err:
+        parser.error(str(err))
+    return StudioConfig(host=args.host, port=args.port, share=args.share, auth=auth,
+                        variant=args.variant, weights_dir=args.weights_dir, outputs_dir=args.outputs_dir,
+                        mcp=not args.no_mcp, open_browser=args.open)

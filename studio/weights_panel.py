@@ -1,0 +1,61 @@
+"""What the page says about weights: present or missing, size on disk, how to get them.
+
+Uses engine.weights' local checks (files on disk, never the network) and its download.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from engine.variants import VARIANTS, get_variant
+
+
+def status_markdown(variant_name: str, weights_dir: str) -> str:
+    """Present or missing, size on disk, and how to get what is missing (no network)."""
+    from engine import weights
+
+    variant = get_variant(variant_name)
+    st = weights.find(variant.name, weights_dir)
+    lines = []
+    if variant.random_weights:
+        lines.append("🧪 **Tiny = random weights.** It checks the whole pipeline in seconds on a CPU; "
+                     "its videos are noise, not people.")
+    if st.complete:
+        lines.append(f"✅ **{variant.label}** weights present in `{weights_dir}` "
+                     f"({weights.format_bytes(st.size_on_disk)}).")
+    else:
+        lines.append(f"❌ **{variant.label}** weights are not ready in `{weights_dir}`: {st.problem()}.")
+        if variant.random_weights:
+            lines.append(f"Press **Make tiny weights** or run `{st.command}`.")
+        else:
+            lines.append(f"About {weights.format_bytes(st.bytes_to_download)} to fetch: press **Download weights** "
+                         f"or run `{st.command}`.")
+    return "\n\n".join(lines)
+
+
+def is_complete(variant_name: str, weights_dir: str) -> bool:
+    from engine import weights
+
+    return weights.find(variant_name, weights_dir).complete
+
+
+def variant_choices(weights_dir: str) -> list[tuple[str, str]]:
+    out = []
+    for name, variant in VARIANTS.items():
+        mark = "✅" if is_complete(name, weights_dir) else "⬇️"
+        out.append((f"{mark} {variant.label}", name))
+    return out
+
+
+def make_tiny(weights_dir: str, timeout_s: float = 600) -> str:
+    """Run `python -m engine make-tiny` in a child process; returns its last output line."""
+    root = Path(__file__).resolve().parent.parent
+    env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = subprocess.run([sys.executable, "-m", "engine", "make-tiny", weights_dir], cwd=str(root), env=env,
+                          capture_output=True, text=True, timeout=timeout_s)
+    text = (proc.stdout + proc.stderr).strip().splitlines()
+    if proc.returncode != 0:
+        raise RuntimeError(text[-1] if text else f"make-tiny failed with exit code {proc.returncode}")
+    return text[-1] if text else "Tiny weights written."
