@@ -89,7 +89,7 @@ class Entry:
     variant: str | None
     seed: int | None
     duration: float | None             # length of the video in seconds, when known
-    inputs: dict[str, Any] = field(default_factory=dict)  # kept copies: {"audio": Path|None, "images": [Path|None]}
+    inputs: dict[str, Any] = field(default_factory=dict)  # kept copies: audio, audio_source (Path|None), images
 
     @property
     def folder(self) -> Path:
@@ -221,10 +221,14 @@ class Gallery:
 
     def add_result(self, result: Any, thumbnail_path: str | os.PathLike | None = None,
                    title: str | None = None, *, move: bool = False) -> Entry:
-        """Keep the run described by an `engine.events.ResultEvent`."""
+        """Keep the run described by an `engine.events.ResultEvent`.
+
+        The video length comes from its frames and fps (`duration_s` is not used: it is not
+        documented whether that is the video length or the time the run took).
+        """
         settings = dict(getattr(result, "settings", None) or {})
         resolved = dict(settings.get("resolved") or {})
-        for key in ("frames", "width", "height", "fps", "seed", "duration_s"):
+        for key in ("frames", "width", "height", "fps", "seed"):
             value = getattr(result, key, None)
             if value is not None:
                 resolved[key] = value
@@ -314,6 +318,10 @@ class Gallery:
                 images[i] = str(kept)
         if "images" in form:
             form["images"] = images
+        source = entry.inputs.get("audio_source")
+        studio = (form.get("metadata") or {}).get("studio")
+        if source is not None and source.is_file() and isinstance(studio, dict):
+            studio["audio_source"] = str(source)
         return form
 
     def path_for(self, entry: Entry | str) -> Path:
@@ -643,7 +651,9 @@ def make_title(prompt: Any) -> str:
 # ---------------------------------------------------------------------- file helpers
 
 def _no_inputs() -> dict[str, Any]:
-    return {"audio": None, "images": []}
+    # audio: the clip that drove the lips; audio_source: the studio's original upload
+    # (metadata["studio"]["audio_source"]) when it differs, e.g. before trimming or vocal isolation.
+    return {"audio": None, "audio_source": None, "images": []}
 
 
 def _plan_inputs(settings: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[Path, str]]]:
@@ -654,6 +664,12 @@ def _plan_inputs(settings: dict[str, Any]) -> tuple[dict[str, Any], list[tuple[P
         name = f"inputs/audio{Path(audio).suffix.lower()}"
         record["audio"] = name
         copies.append((Path(audio), name))
+    studio = (settings.get("metadata") or {}).get("studio") if isinstance(settings.get("metadata"), dict) else None
+    source = studio.get("audio_source") if isinstance(studio, dict) else None
+    if isinstance(source, str) and source and source != audio and Path(source).is_file():
+        name = f"inputs/audio-source{Path(source).suffix.lower()}"
+        record["audio_source"] = name
+        copies.append((Path(source), name))
     images = settings.get("images")
     for i, image in enumerate(images if isinstance(images, list) else []):
         name = None
@@ -670,13 +686,15 @@ def _inputs_from_record(record: dict[str, Any], folder: Path) -> dict[str, Any]:
             return None
         return folder / name
     images = record.get("images") if isinstance(record.get("images"), list) else []
-    return {"audio": resolve(record.get("audio")), "images": [resolve(name) for name in images]}
+    return {"audio": resolve(record.get("audio")), "audio_source": resolve(record.get("audio_source")),
+            "images": [resolve(name) for name in images]}
 
 
 def _inputs_to_record(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
     def rel(path: Path | None) -> str | None:
         return None if path is None else path.relative_to(folder).as_posix()
-    return {"audio": rel(inputs.get("audio")), "images": [rel(p) for p in inputs.get("images") or []]}
+    return {"audio": rel(inputs.get("audio")), "audio_source": rel(inputs.get("audio_source")),
+            "images": [rel(p) for p in inputs.get("images") or []]}
 
 
 def _new_id() -> str:

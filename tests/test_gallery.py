@@ -120,7 +120,7 @@ def test_add_result_event(src, outputs):
                          settings=GenerationRequest(prompt="a talking head", variant="humo-1.7b").to_dict())
     with Gallery(outputs) as g:
         entry = g.add_result(result)
-        assert entry.seed == 77 and entry.duration == pytest.approx(3.88)
+        assert entry.seed == 77 and entry.duration == pytest.approx(97 / 25)
         assert entry.timings == {"total_s": 42.0}
         form = g.reuse_settings(entry.id)
         assert (form["width"], form["height"], form["frames"], form["seed"]) == (832, 480, 97, 77)
@@ -418,18 +418,22 @@ def test_make_title():
 def test_inputs_are_kept_for_reuse(src, outputs):
     voice = fake_video(src, "upload-voice.wav", 5000)
     face = fake_video(src, "upload-face.png", 700)
+    upload = fake_video(src, "upload-original.mp3", 9000)
     settings = GenerationRequest(prompt="talk", variant="tiny", images=[str(face), "/gone/other.png"],
-                                 audio=str(voice), seed=3).to_dict()
+                                 audio=str(voice), seed=3,
+                                 metadata={"studio": {"audio_source": str(upload), "trim_start": 1.5}}).to_dict()
     with Gallery(outputs) as g:
         entry = g.add(fake_video(src, "v.mp4"), settings, {})
-        voice_bytes, face_bytes = voice.read_bytes(), face.read_bytes()
-        voice.unlink()                 # the upload cache is cleaned
-        face.unlink()
+        voice_bytes, face_bytes, upload_bytes = voice.read_bytes(), face.read_bytes(), upload.read_bytes()
+        for path in (voice, face, upload):
+            path.unlink()              # the upload cache is cleaned
         form = g.reuse_settings(entry.id)
         assert Path(form["audio"]).parent == entry.folder / "inputs"
         assert Path(form["audio"]).read_bytes() == voice_bytes
         assert Path(form["images"][0]).read_bytes() == face_bytes
         assert form["images"][1] == "/gone/other.png", "an input that was never there stays as requested"
+        studio = form["metadata"]["studio"]
+        assert Path(studio["audio_source"]).read_bytes() == upload_bytes and studio["trim_start"] == 1.5
         assert entry.settings["audio"] == str(voice), "the stored settings say what the user gave"
         without = g.add(fake_video(src, "w.mp4"), {**settings, "audio": str(fake_video(src, "x.wav"))}, {},
                         keep_inputs=False)
