@@ -1,0 +1,30 @@
+"""Shared fixtures: the golden folder beside the checkout and the tiny variant's weights."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+GOLDEN = Path(os.environ.get("HUMO_GOLDEN_DIR", ROOT.parent / "shared" / "golden"))
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+
+
+@pytest.fixture(scope="session")
+def golden_dir() -> Path:
+    assert GOLDEN.is_dir(), f"golden folder not found at {GOLDEN} (set HUMO_GOLDEN_DIR)"
+    return GOLDEN
+
+
+@pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny variant's complete weights folder, written by the real `make-tiny` command."""
+    folder = tmp_path_factory.mktemp("weights")
+    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder)], cwd=ROOT, check=True,
+                   capture_output=True, text=True)
+    return folder
