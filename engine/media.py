@@ -108,8 +108,8 @@ def audio_info(path: str | os.PathLike) -> dict[str, Any]:
     if not m:
         raise InputError(f"{p.name} has no audio track or is not a media file ffmpeg can read.",
                          hint="Use a wav, mp3, m4a, ogg or flac file.")
-    layout = m.group(3).strip()
-    channels = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "5.0": 5, "5.1": 6, "7.1": 8}.get(layout)
+    layout = m.group(3).strip().split("(")[0]
+    channels = {"mono": 1, "stereo": 2, "2.1": 3, "quad": 4, "4.0": 4, "5.0": 5, "5.1": 6, "6.1": 7, "7.1": 8}.get(layout)
     if channels is None:
         cm = re.match(r"(\d+) channels", layout)
         channels = int(cm.group(1)) if cm else None
@@ -130,7 +130,14 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, max_seconds: float | No
     name = p.name
     if p.stat().st_size == 0:
         raise InputError(f"The audio file {name} is empty (0 bytes).", hint="Record or export the clip again.")
-    args = ["-v", "error", "-i", str(p), "-map", "0:a:0", "-vn", "-ac", "1", "-ar", str(int(sr))]
+    # Decode every channel and average them here: ffmpeg's own downmix scales stereo by 1/sqrt(2)
+    # per channel, which can push a loud centered voice past full scale.
+    try:
+        channels = audio_info(p)["channels"] or 1
+    except InputError:
+        channels = 1  # let the decode below say what is wrong
+    channels = max(1, min(int(channels), 8))
+    args = ["-v", "error", "-i", str(p), "-map", "0:a:0", "-vn", "-ac", str(channels), "-ar", str(int(sr))]
     if max_seconds is not None:
         # Decode a little past the limit only: enough to know it is too long, without reading an hour.
         args += ["-t", f"{float(max_seconds) + 1.0:.3f}"]
@@ -143,6 +150,8 @@ def load_audio(path: str | os.PathLike, sr: int = 16000, max_seconds: float | No
         raise InputError(f"Could not read {name}: it is not an audio file or it is damaged.",
                          hint="Export it again as wav or mp3.")
     wave = np.frombuffer(proc.stdout, dtype="<f4").astype(np.float32)
+    if channels > 1:
+        wave = wave[: wave.size // channels * channels].reshape(-1, channels).mean(axis=1)
     if wave.size == 0:
         raise InputError(f"The audio file {name} contains no sound samples.", hint="Record or export the clip again.")
     if not np.all(np.isfinite(wave)):
