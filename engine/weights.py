@@ -514,6 +514,43 @@ def require(variant: Variant | str, weights_dir: str | os.PathLike | None = None
     return st
 
 
+def locate(variant: Variant | str, weights_dir: str | os.PathLike | None = None) -> dict:
+    """Real paths for a complete variant, keyed like the Variant's fields.
+
+    {"dit_files": [...], "vae_file", "t5_file", "tokenizer_dir", "whisper_dir", "separator"}: files
+    may live in the weights folder or in the Hugging Face cache; "separator" is None when the
+    optional vocal separator is absent. Raises WeightsError (with the fix) when incomplete.
+    """
+    v = _variant(variant)
+    st = require(v, weights_dir)
+    where = st.paths()
+
+    def one(rel: str) -> str:
+        rel = rel.rstrip("/")
+        for key in (rel, rel + "/"):
+            if key in where:
+                return where[key]
+        inside = sorted(p for p in where if p.startswith(rel + "/"))
+        if not inside:
+            raise WeightsError(f"{rel} is not part of the {v.label} files.")
+        # the folder that holds the files (weights folder or cached snapshot)
+        first = inside[0]
+        loc = Path(where[first])
+        for _ in range(first[len(rel) + 1:].count("/") + (0 if loc.is_dir() else 1)):
+            loc = loc.parent
+        return str(loc)
+
+    sep = next((c for c in st.components if c.key == "separator"), None)
+    return {
+        "dit_files": [one(p) for p in v.dit_files],
+        "vae_file": one(v.vae_file),
+        "t5_file": one(v.t5_file),
+        "tokenizer_dir": one(v.tokenizer_dir),
+        "whisper_dir": one(v.whisper_dir),
+        "separator": sep.files[0].location if sep is not None and sep.state == "present" else None,
+    }
+
+
 def weights_summary(weights_dir: str | os.PathLike | None = None) -> list[dict]:
     """Per variant, what the studio's variant picker shows: present?, size, what is missing, the fix."""
     out = []
@@ -769,7 +806,8 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     endpoint = _endpoint()
     plans = _plan(status, comps, wd, endpoint, command, v.label, todo_files, progress, say)
 
-    needed = sum(p.size or 0 for p in plans)
+    needed = sum(p.size if p.size is not None else p.comp.approx_bytes // max(len(p.comp.files), 1)
+                 for p in plans)
     check_disk_space(wd, needed, f"{v.label} ({len(plans)} files)")
     if plans:
         say(f"Fetching {len(plans)} file(s), {format_bytes(needed)}, from {endpoint} into {wd}.")

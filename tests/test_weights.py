@@ -444,3 +444,26 @@ def test_cli_download_shows_progress_and_fails_cleanly_offline(hub, tmp_path, ca
     err = capsys.readouterr().err
     assert err.startswith("error: ") and "Traceback" not in err
     assert "HuMo/HuMo-17B/humo.safetensors.index.json" in err
+
+
+def test_locate_gives_loader_paths_from_folder_and_cache(hub, tmp_path):
+    from huggingface_hub import snapshot_download
+
+    wd = tmp_path / "weights"
+    with pytest.raises(WeightsError) as err:
+        W.locate("humo-1.7b", wd)
+    assert "python -m engine download --variant humo-1.7b" in str(err.value)
+
+    # the audio encoder only in the Hugging Face cache, the rest in the weights folder
+    snapshot_download(W.WHISPER_REPO, allow_patterns=W.WHISPER.allow_patterns, endpoint=hub.url,
+                      cache_dir=str(tmp_path / "hf-home" / "hub"))
+    W.download("humo-1.7b", wd)
+    assert not (wd / "whisper-large-v3").exists()  # found in the cache, not fetched again
+    paths = W.locate("humo-1.7b", wd)
+    assert paths["dit_files"] == [str(wd / "HuMo/HuMo-1.7B/ema.pth")]
+    assert paths["vae_file"] == str(wd / "Wan2.1-T2V-1.3B/Wan2.1_VAE.pth")
+    assert paths["tokenizer_dir"] == str(wd / "Wan2.1-T2V-1.3B/google/umt5-xxl")
+    whisper = Path(paths["whisper_dir"])
+    assert str(whisper).startswith(str(tmp_path / "hf-home" / "hub"))
+    assert (whisper / "model.safetensors").read_bytes() == fake_release()[W.WHISPER_REPO]["model.safetensors"]
+    assert paths["separator"] is None

@@ -95,11 +95,13 @@ def cmd_status(args) -> int:
     print(f"weights folder: {weights_dir}")
     for st in statuses:
         head = "complete" if st.complete else "incomplete" if st.incomplete_files else "missing"
-        extra = " (random weights: pipeline check)" if st.random_weights else ""
-        print(f"\n{st.label}{extra}: {head}, {W.format_bytes(st.size_on_disk)} on disk")
+        print(f"\n{st.label}: {head}, {W.format_bytes(st.size_on_disk)} on disk")
         for c in st.components:
             opt = " (optional)" if c.optional else ""
             print(f"  {c.label}{opt}: {c.state}, {W.format_bytes(c.size_on_disk)}")
+            if c.state == "missing" and all(f.state == "missing" for f in c.files) and len(c.files) > 1:
+                print(f"    missing: {', '.join(f.path for f in c.files)}")
+                continue
             for f in c.files:
                 if f.state != "present":
                     why = f" ({f.detail})" if f.detail else ""
@@ -107,5 +109,6 @@ def cmd_status(args) -> int:
                 elif f.source == "cache":
                     print(f"    in the Hugging Face cache: {f.path}")
         if not st.complete:
-            print(f"  to get it (about {W.format_bytes(st.bytes_to_download)}): {st.command}")
+            size = f" (about {W.format_bytes(st.bytes_to_download)})" if st.bytes_to_download else ""
+            print(f"  to get it{size}: {st.command}")
     return 0
