@@ -122,13 +122,15 @@ def _float_tensor(name: str, values: np.ndarray) -> bytes:
     return dims + _field_int(2, 1) + _field_bytes(8, name.encode()) + _field_bytes(9, vals.tobytes())
 
 
-def write_mdx_standin_onnx(path: Path, dim_f: int = 3072, dim_t: int = 256, scale: float = 1.0) -> Path:
+def write_mdx_standin_onnx(path: Path, dim_f: int = 3072, dim_t: int = 256, scale=1.0) -> Path:
     """An ONNX model with the Kim_Vocal_2 input/output layout [batch, 4, dim_f, dim_t] that
-    returns its input times `scale` (a pass-through "vocal spectrogram")."""
+    returns its input times `scale`: one number, or four (one per input channel)."""
+    scale = np.asarray(scale, np.float32)
+    scale = scale.reshape(1, 4, 1, 1) if scale.size == 4 else scale.reshape(1)
     node = (_field_bytes(1, b"input") + _field_bytes(1, b"scale") + _field_bytes(2, b"output")
             + _field_bytes(3, b"mul") + _field_bytes(4, b"Mul"))
     graph = (_field_bytes(1, node) + _field_bytes(2, b"standin")
-             + _field_bytes(5, _float_tensor("scale", np.array([scale], np.float32)))
+             + _field_bytes(5, _float_tensor("scale", scale))
              + _field_bytes(11, _value_info("input", ["batch", 4, dim_f, dim_t]))
              + _field_bytes(12, _value_info("output", ["batch", 4, dim_f, dim_t])))
     opset = _field_bytes(1, b"") + _field_int(2, 13)
