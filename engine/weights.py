@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterable
 
-from engine.errors import OutOfResources, WeightsError
+from engine.errors import Cancelled, OutOfResources, WeightsError
 from engine.variants import VARIANTS, Variant, get_variant
 
 MANIFEST_NAME = ".humo-manifest.json"
@@ -616,8 +616,12 @@ def _missing_error(st_label: str, paths: list[str], command: str, why: str) -> W
 
 
 def _progress_bar_class(callback: ProgressCallback | None, component: str, rel: str,
-                        known_total: int | None):
-    """A tqdm stand-in that huggingface_hub drives (`tqdm_class=`); forwards bytes to `callback`."""
+                        known_total: int | None, cancel=None):
+    """A tqdm stand-in that huggingface_hub drives (`tqdm_class=`); forwards bytes to `callback`.
+
+    When `cancel` (a threading.Event) is set, the next update raises Cancelled, which stops the
+    transfer; huggingface_hub then removes its temporary file.
+    """
 
     class _Bar:
         def __init__(self, *args, total=None, initial=0, **kwargs):
@@ -636,6 +640,8 @@ def _progress_bar_class(callback: ProgressCallback | None, component: str, rel: 
                 callback(component, rel, max(self.n, 0), self.total)
 
         def update(self, n: int | float | None = 1) -> None:
+            if cancel is not None and cancel.is_set():
+                raise Cancelled("Download cancelled.")
             self.n += int(n or 0)
             self._emit()
 
@@ -726,13 +732,14 @@ def _hub_metadata(plan: _Planned, endpoint: str, command: str, label: str, missi
     plan.sha256 = etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
 
 
-def _fetch(plan: _Planned, weights_dir: Path, endpoint: str, progress: ProgressCallback | None) -> Path:
+def _fetch(plan: _Planned, weights_dir: Path, endpoint: str, progress: ProgressCallback | None,
+           cancel=None) -> Path:
     import httpx2
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
 
     local_root = weights_dir / plan.comp.local_dir if plan.comp.local_dir else weights_dir
-    bar = _progress_bar_class(progress, plan.comp.key, plan.rel, plan.size)
+    bar = _progress_bar_class(progress, plan.comp.key, plan.rel, plan.size, cancel)
     try:
         path = hf_hub_download(plan.comp.repo_id, plan.repo_path, revision=plan.commit or plan.comp.revision,
                                local_dir=str(local_root), endpoint=endpoint, tqdm_class=bar,
@@ -774,14 +781,18 @@ def _verify(plan: _Planned, path: Path, progress: ProgressCallback | None) -> st
 def download(variant: Variant | str, weights_dir: str | os.PathLike | None = None, *,
              progress: ProgressCallback | None = None, include_optional: bool = False,
              components: Iterable[Component] | None = None,
-             on_message: MessageCallback | None = None) -> Status:
+             on_message: MessageCallback | None = None, cancel=None) -> Status:
     """Fetch what `variant` still needs into `weights_dir`; return the final `find` status.
 
     Local files are checked first: a complete variant never touches the network. Otherwise
     this fails at once (no retry loop) when offline or when the Hub can't be reached, checks
     the free disk space against what is left to fetch, downloads with huggingface_hub
     (`progress(component, file, bytes_done, bytes_total)` follows each file), verifies sizes
-    and the Hub's sha256, and records them in the manifest.
+    and the Hub's sha256, and records them in the manifest. Setting `cancel` (a threading.Event)
+    stops it with Cancelled; files finished so far are kept.
+
+    Resuming: a dropped connection is resumed within the run (huggingface_hub retries with a
+    Range request); files completed by an earlier run are kept and never fetched again.
     """
     v = _variant(variant)
     wd = Path(weights_dir if weights_dir is not None else default_weights_dir())
@@ -814,7 +825,9 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
 
     manifest = read_manifest(wd)
     for plan in plans:
-        path = _fetch(plan, wd, endpoint, progress)
+        if cancel is not None and cancel.is_set():
+            raise Cancelled("Download cancelled.")
+        path = _fetch(plan, wd, endpoint, progress, cancel)
         problem = _verify(plan, path, progress)
         if problem:
             _forget_download(wd, plan, path)

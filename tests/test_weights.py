@@ -467,3 +467,30 @@ def test_locate_gives_loader_paths_from_folder_and_cache(hub, tmp_path):
     assert str(whisper).startswith(str(tmp_path / "hf-home" / "hub"))
     assert (whisper / "model.safetensors").read_bytes() == fake_release()[W.WHISPER_REPO]["model.safetensors"]
     assert paths["separator"] is None
+
+
+def test_cancel_stops_the_download_and_keeps_finished_files(hub, tmp_path):
+    import threading
+
+    from engine.errors import Cancelled
+
+    wd = tmp_path / "weights"
+    cancel = threading.Event()
+    seen: list[str] = []
+
+    def progress(component, file, done, total):
+        seen.append(file)
+        if file.endswith("models_t5_umt5-xxl-enc-bf16.pth"):
+            cancel.set()
+
+    with pytest.raises(Cancelled):
+        W.download("humo-1.7b", wd, progress=progress, cancel=cancel)
+    st = W.find("humo-1.7b", wd)
+    assert "Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth" in st.missing_files
+    assert not (wd / "Wan2.1-T2V-1.3B/models_t5_umt5-xxl-enc-bf16.pth").exists()
+    assert (wd / "HuMo/HuMo-1.7B/ema.pth").is_file()  # finished before the cancel: kept
+    assert "whisper-large-v3/model.safetensors" not in seen  # nothing started after it
+
+    hub.requests.clear()
+    assert W.download("humo-1.7b", wd).complete
+    assert "bytedance-research/HuMo:HuMo-1.7B/ema.pth" not in hub.requested_files("GET")
