@@ -36,6 +36,7 @@ SMALL_IMAGE_SIDE = 256
 
 _PIL_GUARD_LOCK = threading.Lock()
 _METADATA_TAG = "comment"
+_METADATA_ARG_LIMIT = 100_000
 
 
 # --------------------------------------------------------------------------- ffmpeg
@@ -83,7 +84,9 @@ def ffmpeg_failure(stderr: str, path: str | os.PathLike, what: str = "writing th
 # --------------------------------------------------------------------------- audio
 
 
-def _check_file(path: str | os.PathLike, kind: str) -> Path:
+def _check_file(path: str | os.PathLike | None, kind: str) -> Path:
+    if path is None or str(path).strip() == "":
+        raise InputError(f"No {kind.lower()} file was given.", hint=f"Choose or upload a {kind.lower()} file.")
     p = Path(path)
     if not p.exists():
         raise InputError(f"{kind} file not found: {p.name}.", hint="Check the path or upload the file again.")
@@ -181,9 +184,12 @@ def _to_8bit_gray(img: Image.Image) -> Image.Image:
     """High-bit-depth and float grayscale ("I;16", "I", "F") to "L" by range, not by clipping."""
     arr = np.asarray(img).astype(np.float64)
     top = float(arr.max()) if arr.size else 0.0
-    if img.mode == "F" and top <= 1.0:
+    if img.mode.startswith("I;16"):
+        arr = arr / 257.0  # 16-bit samples: the full 0..65535 range maps to 0..255
+    elif img.mode == "F" and top <= 1.0:
         arr = arr * 255.0
     elif top > 255.0:
+        # 32-bit integers or floats: assume a 16-bit range unless the values go beyond it
         arr = arr / (65535.0 if top <= 65535.0 else top) * 255.0
     return Image.fromarray(np.clip(np.rint(arr), 0, 255).astype(np.uint8), "L")
 
@@ -377,7 +383,7 @@ def write_mp4(frames, path: str | os.PathLike, fps: float = 25, audio: np.ndarra
         audio_arr = audio_arr[: int(round(n_frames / fps * audio_sr))]
 
     tmp_video = _temp_path_beside(path, ".mp4")
-    tmp_audio = None
+    tmp_audio = tmp_meta = None
     err_file = tempfile.TemporaryFile()
     proc = None
     try:
@@ -413,7 +419,18 @@ def write_mp4(frames, path: str | os.PathLike, fps: float = 25, audio: np.ndarra
         cmd += ["-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)), "-pix_fmt", "yuv420p",
                 "-movflags", "+faststart+use_metadata_tags"]
         if metadata is not None:
-            cmd += ["-metadata", f"{_METADATA_TAG}={json.dumps(metadata, ensure_ascii=False, default=str)}"]
+            text = json.dumps(metadata, ensure_ascii=False, default=str)
+            if len(text.encode("utf-8")) < _METADATA_ARG_LIMIT:
+                cmd += ["-metadata", f"{_METADATA_TAG}={text}"]
+            else:
+                # One command-line argument may not exceed 128 KiB on Linux: pass big settings
+                # (a very long prompt) through an ffmetadata file instead.
+                tmp_meta = _temp_path_beside(path, ".ffmeta")
+                with open(tmp_meta, "w", encoding="utf-8") as fh:
+                    fh.write(";FFMETADATA1\n" + _ffmeta_escape(_METADATA_TAG) + "=" + _ffmeta_escape(text) + "\n")
+                meta_index = 2 if tmp_audio is not None else 1
+                cmd[cmd.index("-map"):cmd.index("-map")] = ["-f", "ffmetadata", "-i", str(tmp_meta)]
+                cmd += ["-map_metadata", str(meta_index)]
         cmd += ["-f", "mp4", str(tmp_video)]
 
         proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err_file)
@@ -460,9 +477,19 @@ def write_mp4(frames, path: str | os.PathLike, fps: float = 25, audio: np.ndarra
         err_file.close()
         _remove_quietly(tmp_video)
         _remove_quietly(tmp_audio)
+        _remove_quietly(tmp_meta)
 
 
 # --------------------------------------------------------------------------- video in
+
+
+def _ffmeta_escape(text: str) -> str:
+    out = []
+    for ch in text:
+        if ch in "=;#\\\n":
+            out.append("\\")
+        out.append(ch)
+    return "".join(out)
 
 
 def _parse_ffmetadata(text: str) -> dict[str, str]:

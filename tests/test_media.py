@@ -1,6 +1,7 @@
 """engine.media: decoding voice clips and photos, the reference-image fit, MP4 writing and reading."""
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import time
@@ -89,6 +90,13 @@ def test_audio_info(clips):
     info = media.audio_info(clips["stereo48k"])
     assert info["sample_rate"] == 48000 and info["channels"] == 2
     assert info["duration_s"] == pytest.approx(media.load_audio(clips["wav"]).size / SR, abs=0.05)
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_no_audio_path(value):
+    with pytest.raises(InputError) as e:
+        media.load_audio(value)
+    assert "No audio file" in one_line(e.value)
 
 
 def test_missing_audio(tmp_path):
@@ -185,6 +193,13 @@ def test_16bit_grayscale_png_keeps_its_range(tmp_path):
     assert img.getpixel((10, 10)) == (0, 0, 0)
     assert img.getpixel((120, 10)) == (128, 128, 128)
     assert img.getpixel((200, 10)) == (255, 255, 255)
+
+
+def test_dark_16bit_png_stays_dark(tmp_path):
+    p = tmp_path / "dark16.png"
+    Image.fromarray(np.full((260, 300), 200, np.uint16)).save(p)  # 200/65535: nearly black
+    img, _ = media.load_image(p)
+    assert img.getpixel((0, 0)) == (1, 1, 1)
 
 
 def test_32bit_integer_image_object():
@@ -411,6 +426,16 @@ def test_mp4_round_trip_audio_shorter(tmp_path):
     assert info["duration_s"] == pytest.approx(1.3, abs=1 / 25 + 0.01)
     assert info["metadata"] == METADATA
     assert sorted(os.listdir(tmp_path)) == ["a.mp4"]
+
+
+def test_mp4_very_long_metadata(tmp_path):
+    # beyond what one command-line argument may carry
+    meta = {"prompt": ("a long prompt; with = and # and \\ and\nlines " * 5000), "seed": 7}
+    assert len(json.dumps(meta)) > 200_000
+    out = media.write_mp4(moving_frames(6, 32, 32), tmp_path / "long.mp4", audio=sine(1.0), metadata=meta)
+    info = media.probe_mp4(out)
+    assert info["metadata"] == meta and info["frames"] == 6 and info["has_audio"]
+    assert sorted(os.listdir(tmp_path)) == ["long.mp4"]
 
 
 def test_mp4_round_trip_video_shorter(tmp_path):
