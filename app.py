@@ -22,12 +22,18 @@ _T0 = time.perf_counter()
 
 
 def share_possible(timeout_s: float = 2.0) -> str | None:
-    """None when a share link can be tried, else why not (checked quickly, before Gradio waits 30 s)."""
+    """None when a share link can be tried, else why not (checked quickly, before Gradio waits 30 s).
+
+    Checks the share server Gradio will use: GRADIO_SHARE_SERVER_ADDRESS (host:port) when set,
+    else Gradio's public API server.
+    """
+    custom = os.environ.get("GRADIO_SHARE_SERVER_ADDRESS")
+    host, port = (custom.rsplit(":", 1)[0], int(custom.rsplit(":", 1)[1])) if custom else ("api.gradio.app", 443)
     try:
-        with socket.create_connection(("api.gradio.app", 443), timeout=timeout_s):
+        with socket.create_connection((host, port), timeout=timeout_s):
             return None
-    except OSError as err:
-        return f"api.gradio.app is not reachable ({err.__class__.__name__}: {err})"
+    except (OSError, ValueError) as err:
+        return f"the share server {host}:{port} is not reachable ({err.__class__.__name__}: {err})"
 
 
 def mcp_available() -> bool:

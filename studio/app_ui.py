@@ -163,7 +163,7 @@ def _fmt_s(seconds: float | None) -> str:
 def status_html(state: RunState | None = None, message: str | None = None, error: bool = False) -> str:
     if message is not None:
         cls = "err" if error else "line"
-        icon = "⚠️ " if error else ""
+        icon = "Problem: " if error else ""
         return f'<div class="{cls}">{icon}{_esc(message)}</div>'
     if state is None:
         return '<div class="line">Ready.</div>'
@@ -367,7 +367,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                             with gr.Row():
                                 seed = gr.Number(42, label="Seed", precision=0, minimum=0, maximum=MAX_SEED,
                                                  elem_id="seed", scale=4)
-                                dice = gr.Button("🎲 Random seed", size="sm", elem_id="random-seed", scale=1)
+                                dice = gr.Button("Random seed", size="sm", elem_id="random-seed", scale=1)
                     with gr.Column(scale=4):
                         with gr.Row():
                             gen_btn = gr.Button("Generate", variant="primary", elem_id="generate-btn", scale=3)
@@ -473,8 +473,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
 
         def on_audio(path):
             text = audio_tools.describe(path)
-            if text.startswith("⚠️"):
-                gr.Warning(text.lstrip("⚠️ "))
+            if text.startswith("Problem:"):
+                gr.Warning(text[len("Problem:"):].strip())
             return text, None, None, ""
 
         audio.change(on_audio, audio, [audio_md, vocals_out, background_out, method_md],
@@ -484,13 +484,13 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             """Separate the voice from music/noise; returns (voice, background, method note)."""
             if not path:
                 gr.Warning("Add a voice clip first (upload or record).")
-                return None, None, "⚠️ Add a voice clip first."
+                return None, None, "**Problem:** add a voice clip first."
             try:
                 stems = audio_tools.isolate(path, t0, t1, rt.workdir, models_dir=config.weights_dir)
             except Exception as err:
                 msg = friendly(err)
                 gr.Warning(msg)
-                return None, None, f"⚠️ {msg}"
+                return None, None, f"**Problem:** {msg}"
             return (stems.vocals, stems.background,
                     f"**Method: {stems.method}.** {stems.note}")
 
@@ -506,7 +506,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             except Exception as err:
                 msg = friendly(err) if not isinstance(err, RuntimeError) else str(err)
                 gr.Warning(msg)
-                return weights_panel.status_markdown(v, config.weights_dir) + f"\n\n⚠️ {msg}", gr.update()
+                return weights_panel.status_markdown(v, config.weights_dir) + f"\n\n**Problem:** {msg}", gr.update()
             return (weights_panel.status_markdown(v, config.weights_dir) + f"\n\n{line}",
                     gr.update(choices=weights_panel.variant_choices(config.weights_dir), value=v))
 
@@ -524,7 +524,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             except Exception as err:
                 msg = friendly(err)
                 gr.Warning(msg)
-                return weights_panel.status_markdown(v, config.weights_dir) + f"\n\n⚠️ {msg}", gr.update()
+                return weights_panel.status_markdown(v, config.weights_dir) + f"\n\n**Problem:** {msg}", gr.update()
             return (weights_panel.status_markdown(v, config.weights_dir),
                     gr.update(choices=weights_panel.variant_choices(config.weights_dir), value=v))
 
@@ -571,7 +571,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 entries = rt.gallery.list(limit=200)
             except Exception as err:
                 gr.Warning(friendly(err))
-                return [], [], "⚠️ The gallery could not be read."
+                return [], [], "**Problem:** the gallery could not be read."
             items = [(str(e.thumbnail if e.thumbnail is not None and e.thumbnail.is_file() else e.video),
                       f"{e.title} · {e.variant or ''} · seed {e.seed}") for e in entries]
             return items, [e.id for e in entries], f"{len(entries)} run(s) in `{config.outputs_dir}`"
@@ -639,6 +639,10 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             keep = gr.skip()
             try:
                 validate_form(f)
+                if uses_image(f["mode"]):
+                    from engine.media import load_image
+                    for p in _files(f["images"]):
+                        load_image(p)          # unreadable or oversized photos fail here, readably
                 rt.workdir.mkdir(parents=True, exist_ok=True)
                 drive_audio, stems = None, None
                 if uses_audio(f["mode"]):
@@ -690,10 +694,10 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 if new_preview:
                     shown_step = state.preview_step
                 pv = preview_sheet(state.preview) if new_preview else keep
+                yield status_html(state), pv, keep, keep, keep
                 if state.result is not None:
                     result = state.result
                     break
-                yield status_html(state), pv, keep, keep, keep
             if result is None:
                 return
             try:
@@ -719,7 +723,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             tiny = get_variant(f["variant"]).random_weights
             summary = (f"**Done** in {result.duration_s:.1f} s · {result.frames} frames at {result.fps} fps · "
                        f"{result.width}×{result.height} · seed {result.seed} · saved to the gallery as "
-                       f"`{entry.id}`" + ("  \n🧪 Tiny variant: random weights, so the video is noise." if tiny
+                       f"`{entry.id}`" + ("  \nTiny variant: random weights, so the video is noise." if tiny
                                           else ""))
             items, _ids, _count = gallery_list()
             yield (status_html(message=f"Done: {entry.id}"), keep, final_video, summary, items)

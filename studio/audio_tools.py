@@ -40,7 +40,7 @@ def describe(path: str | None) -> str:
     try:
         info = audio_info(path)
     except InputError as err:
-        return f"⚠️ {err}"
+        return f"Problem: {err}"
     seconds = info.get("duration_s")
     length = f"{seconds:.1f} s" if seconds is not None else "unknown length"
     return f"Clip: {length}, {info.get('sample_rate')} Hz, {info.get('codec')}"

@@ -20,13 +20,13 @@ def status_markdown(variant_name: str, weights_dir: str) -> str:
     st = weights.find(variant.name, weights_dir)
     lines = []
     if variant.random_weights:
-        lines.append("🧪 **Tiny = random weights.** It checks the whole pipeline in seconds on a CPU; "
+        lines.append("**Tiny = random weights.** It checks the whole pipeline in seconds on a CPU; "
                      "its videos are noise, not people.")
     if st.complete:
-        lines.append(f"✅ **{variant.label}** weights present in `{weights_dir}` "
+        lines.append(f"**{variant.label}**: weights present in `{weights_dir}` "
                      f"({weights.format_bytes(st.size_on_disk)}).")
     else:
-        lines.append(f"❌ **{variant.label}** weights are not ready in `{weights_dir}`: {st.problem()}.")
+        lines.append(f"**{variant.label}**: weights are not ready in `{weights_dir}`: {st.problem()}.")
         if variant.random_weights:
             lines.append(f"Press **Make tiny weights** or run `{st.command}`.")
         else:
@@ -44,8 +44,8 @@ def is_complete(variant_name: str, weights_dir: str) -> bool:
 def variant_choices(weights_dir: str) -> list[tuple[str, str]]:
     out = []
     for name, variant in VARIANTS.items():
-        mark = "✅" if is_complete(name, weights_dir) else "⬇️"
-        out.append((f"{mark} {variant.label}", name))
+        mark = "ready" if is_complete(name, weights_dir) else "weights missing"
+        out.append((f"{variant.label} [{mark}]", name))
     return out
 
 
