@@ -279,6 +279,7 @@ class FileStatus:
     size: int | None = None         # bytes on disk
     expected_size: int | None = None
     detail: str = ""
+    repo_path: str | None = None    # path inside the Hub repository, when it comes from one
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -426,6 +427,12 @@ def _write_manifest(weights_dir: Path, manifest: dict) -> None:
 
 
 def _file_status(comp: Component, repo_path: str, weights_dir: Path, manifest: dict) -> FileStatus:
+    fs = _file_status_at(comp, repo_path, weights_dir, manifest)
+    fs.repo_path = repo_path if comp.repo_id else None
+    return fs
+
+
+def _file_status_at(comp: Component, repo_path: str, weights_dir: Path, manifest: dict) -> FileStatus:
     rel = comp.local_rel(repo_path)
     if rel.endswith("/"):
         folder = weights_dir / rel
@@ -482,9 +489,10 @@ def _component_status(comp: Component, weights_dir: Path, manifest: dict) -> Com
                     elif os.path.isfile(shard_loc):
                         problem = check_file(shard_loc)
                         cs.files.append(FileStatus(rel, "incomplete" if problem else "present", shard_loc,
-                                                   "cache", os.path.getsize(shard_loc), None, problem or ""))
+                                                   "cache", os.path.getsize(shard_loc), None, problem or "",
+                                                   shard_repo_path))
                     else:
-                        cs.files.append(FileStatus(rel, "missing"))
+                        cs.files.append(FileStatus(rel, "missing", repo_path=shard_repo_path))
                 else:
                     cs.files.append(_file_status(comp, shard_repo_path, weights_dir, manifest))
     return cs
@@ -823,7 +831,6 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     if plans:
         say(f"Fetching {len(plans)} file(s), {format_bytes(needed)}, from {endpoint} into {wd}.")
 
-    manifest = read_manifest(wd)
     for plan in plans:
         if cancel is not None and cancel.is_set():
             raise Cancelled("Download cancelled.")
@@ -833,10 +840,7 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
             _forget_download(wd, plan, path)
             raise WeightsError(f"{plan.rel} is damaged after download: {problem}.",
                                hint=f"It was removed; run again: {command}")
-        manifest["files"][plan.rel] = {"size": path.stat().st_size, "sha256": plan.sha256,
-                                       "repo_id": plan.comp.repo_id, "repo_path": plan.repo_path,
-                                       "commit": plan.commit}
-        _write_manifest(wd, manifest)
+        _record(wd, plan, path)
 
     final = find(v, wd, components=comps)
     bad = [f.path for c in final.components for f in c.files if f.state != "present"]
@@ -847,46 +851,40 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     return final
 
 
+def _record(wd: Path, plan: _Planned, path: Path) -> None:
+    manifest = read_manifest(wd)
+    manifest["files"][plan.rel] = {"size": path.stat().st_size, "sha256": plan.sha256,
+                                   "repo_id": plan.comp.repo_id, "repo_path": plan.repo_path,
+                                   "commit": plan.commit}
+    _write_manifest(wd, manifest)
+
+
 def _plan(status: Status, comps: tuple[Component, ...], wd: Path, endpoint: str, command: str,
           label: str, todo_files: list[str], progress: ProgressCallback | None,
           say: MessageCallback) -> list[_Planned]:
-    """The files to fetch, with their Hub sizes and hashes. A missing index is fetched here."""
+    """The files to fetch, with their Hub sizes and hashes. A missing shard index is fetched here."""
     plans: list[_Planned] = []
     by_key = {c.key: c for c in comps}
     for cs in status.components:
         comp = by_key[cs.key]
         if comp.repo_id is None:
             continue
-        states = {f.path: f for f in cs.files}
-        repo_paths = list(comp.files)
         if comp.index:
-            index_rel = comp.local_rel(comp.index)
-            idx = states[index_rel]
+            idx = next(f for f in cs.files if f.repo_path == comp.index)
             if idx.state != "present":
-                plan = _Planned(comp, comp.index, index_rel, force=idx.state == "incomplete")
+                plan = _Planned(comp, comp.index, idx.path, force=idx.state == "incomplete")
                 _hub_metadata(plan, endpoint, command, label, todo_files)
-                say(f"Reading the shard list {index_rel}.")
+                say(f"Reading the shard list {idx.path}.")
                 path = _fetch(plan, wd, endpoint, progress)
                 if _verify(plan, path, None):
                     _forget_download(wd, plan, path)
-                    raise WeightsError(f"{index_rel} is damaged after download.", hint=f"Run again: {command}")
-                manifest = read_manifest(wd)
-                manifest["files"][index_rel] = {"size": path.stat().st_size, "sha256": plan.sha256,
-                                                "repo_id": comp.repo_id, "repo_path": comp.index,
-                                                "commit": plan.commit}
-                _write_manifest(wd, manifest)
-                cs = _component_status(comp, wd, read_manifest(wd))
-                states = {f.path: f for f in cs.files}
-            folder = posix_dirname(comp.index)
-            shard_paths = [p for p in (f.path for f in cs.files) if p != index_rel]
-            prefix = comp.local_rel(folder + "/" if folder else "")
-            repo_paths += [(folder + "/" if folder else "") + p[len(prefix):] for p in shard_paths]
-        for repo_path in repo_paths:
-            rel = comp.local_rel(repo_path)
-            fs = states.get(rel)
-            if fs is None or fs.state == "present":
+                    raise WeightsError(f"{idx.path} is damaged after download.", hint=f"Run again: {command}")
+                _record(wd, plan, path)
+                cs = _component_status(comp, wd, read_manifest(wd))  # now with its shards
+        for fs in cs.files:
+            if fs.state == "present" or fs.repo_path is None:
                 continue
-            plan = _Planned(comp, repo_path, rel, force=fs.state == "incomplete")
+            plan = _Planned(comp, fs.repo_path, fs.path, force=fs.state == "incomplete")
             _hub_metadata(plan, endpoint, command, label, todo_files)
             plans.append(plan)
     return plans
