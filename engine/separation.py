@@ -184,7 +184,7 @@ def separate_repet_sim(wave: np.ndarray, sr: int) -> np.ndarray:
 # --------------------------------------------------------------------------- MDX-Net (ONNX)
 
 
-def _onnx_session(model_path: Path):
+def _onnx_runner(model_path: Path):
     try:
         import onnxruntime as ort
     except ImportError as err:
@@ -200,8 +200,8 @@ def _onnx_session(model_path: Path):
                            hint="Download it again.") from err
 
 
-def _mdx_dims(session) -> tuple[int, int]:
-    shape = session.get_inputs()[0].shape
+def _mdx_dims(runner) -> tuple[int, int]:
+    shape = runner.get_inputs()[0].shape
     dim_f = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else MDX_DIM_F
     dim_t = shape[3] if len(shape) == 4 and isinstance(shape[3], int) else MDX_DIM_T
     if len(shape) == 4 and isinstance(shape[1], int) and shape[1] != 4:
@@ -229,9 +229,9 @@ def separate_mdx_onnx(wave: np.ndarray, sr: int, model_path: str | Path) -> np.n
     import librosa
 
     model_path = Path(model_path)
-    session = _onnx_session(model_path)
-    dim_f, dim_t = _mdx_dims(session)
-    in_name = session.get_inputs()[0].name
+    runner = _onnx_runner(model_path)
+    dim_f, dim_t = _mdx_dims(runner)
+    in_name = runner.get_inputs()[0].name
     n_fft, hop = MDX_N_FFT, MDX_HOP
     n_bins = n_fft // 2 + 1
     chunk = hop * (dim_t - 1)          # samples per network call: exactly dim_t STFT frames
@@ -253,7 +253,7 @@ def separate_mdx_onnx(wave: np.ndarray, sr: int, model_path: str | Path) -> np.n
         for start in range(0, padded.shape[1] - 2 * trim, gen):
             seg = padded[:, start:start + chunk]
             spec = librosa.stft(seg, n_fft=n_fft, hop_length=hop, window=window, center=True, pad_mode="reflect")
-            out = session.run(None, {in_name: _stereo_spec_to_input(spec, dim_f)})[0]
+            out = runner.run(None, {in_name: _stereo_spec_to_input(spec, dim_f)})[0]
             if out.shape != (1, 4, dim_f, spec.shape[2]):
                 raise WeightsError(f"The vocal model returned shape {tuple(out.shape)}, expected "
                                    f"{(1, 4, dim_f, spec.shape[2])}: it is not an MDX-Net vocal model.",
