@@ -40,6 +40,7 @@ class Defaults:
     height: int = 480
     frames: int = 97
     mode: str = "TIA"
+    max_frames: int = 257             # longest clip in one run (10.3 s); trained on 97 frames
 
 
 @dataclass(frozen=True)
