@@ -4,8 +4,13 @@ Public surface:
     Engine(weights_dir).generate(GenerationRequest) -> iterator of events (engine.events)
     Engine.cancel(), Engine.load(variant), Engine.unload()
 """
+import logging
+
 from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
 from engine.request import GenerationRequest
+
+# bitsandbytes announces an optional CPU kernel it could not fetch; it is not an error for us.
+logging.getLogger("bitsandbytes.backends.cpu.ops").setLevel(logging.ERROR)
 
 __all__ = ["Engine", "GenerationRequest", "EngineError", "InputError", "WeightsError", "Cancelled", "OutOfResources"]
 

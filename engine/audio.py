@@ -85,7 +85,8 @@ class WhisperAudioEncoder:
         if prefix is None:
             raise WeightsError(f"{files[0]} holds no whisper encoder weights.", hint="Re-download whisper-large-v3.")
         names = {n: prefix + n for n in self.model.state_dict()}
-        load_into(self.model, checkpoint, names, dtype=dtype, device=device, label="whisper encoder")
+        load_into(self.model, checkpoint, names, dtype=dtype, device=device, label="whisper encoder",
+                  ignore=lambda key: ".decoder." in key or key.startswith(("decoder.", "proj_out")))
         self.model.eval().requires_grad_(False)
         self.dtype = dtype
 

@@ -128,12 +128,16 @@ class Engine:
     """Loads a variant's components on demand and runs generations one at a time."""
 
     def __init__(self, weights_dir: str | Path = "weights", *, device: str | None = None, dtype: torch.dtype | None = None,
-                 batch_passes: bool | None = None, attention: str | None = None):
+                 batch_passes: bool | None = None, attention: str | None = None, compile: bool = False,
+                 fast_mode: str | None = None):
         self.weights_dir = Path(weights_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
         self.batch_passes = batch_passes
-        self.attention = attention
+        self.attention = attention      # None / "auto": the fastest backend installed (engine.attention)
+        self.attention_backend: str | None = None
+        self.compile = compile          # torch.compile the DiT blocks (once per shape)
+        self.fast_mode = fast_mode      # default approximate preset (engine.fast); a request's own wins
         self.variant: Variant | None = None
         self.parts: dict[str, object] = {}
         self._cancel = threading.Event()
@@ -182,8 +186,13 @@ class Engine:
         if name == "dit":
             dit_files = paths["dit_files"]
             model = load_dit(v.dit, dit_files[0], dtype=dt, device=dev)
-            if self.attention:
-                model.set_attention_backend_all(self.attention)
+            from engine.attention import apply_backend, choose_backend
+
+            self.attention_backend = apply_backend(model, choose_backend(self.attention, dev, dt))
+            if self.compile:
+                from engine.compile import compile_dit, default_backend
+
+                compile_dit(model, backend=default_backend(dev))
             return model
         if name == "vae":
             return WanVAE(paths["vae_file"], dtype=dt, device=dev)
@@ -230,6 +239,12 @@ class Engine:
                 for note in img_notes:
                     yield NoticeEvent(note)
         res = resolve(request, None if wave is None else len(wave))
+        from engine.fast import get_fast_mode
+
+        fast = get_fast_mode(request.fast_mode if request.fast_mode is not None else self.fast_mode)
+        if fast is not None:
+            res.steps = fast.steps_for(res.steps)
+            res.notices.append(f"{fast.label}: {fast.description} The video differs from exact mode.")
         for note in res.notices:
             yield NoticeEvent(note)
         self._check_cancel()
@@ -288,7 +303,7 @@ class Engine:
         self._check_cancel()
 
         yield StageEvent("denoising", f"Denoising: {res.steps} steps")
-        noise = seeded_noise(res.seed, T + R, h, w)
+        noise = self._on_device(seeded_noise(res.seed, T + R, h, w), cond)
         events: list = []
         t_denoise = time.perf_counter()
 
@@ -300,11 +315,18 @@ class Engine:
 
                 events.append(PreviewEvent(i, total, latents_to_rgb(x0, request.preview_max_side)))
 
-        model_fn = self._model_fn(dit)
+        from engine.fast import fast_mode_cache
+
         batched = self.batch_passes if self.batch_passes is not None else self.device != "cpu"
-        # The loop runs in this generator's frame, so events are handed out step by step.
-        final = yield from self._denoise_with_events(model_fn, noise, cond, res, on_step, events, batched)
+        # Caches compare consecutive steps: all passes of a step must go through one forward.
+        batched = batched or (fast is not None and fast.cache is not None)
+        with fast_mode_cache(dit, fast, self._model_fn(dit)) as (model_fn, cache_stats):
+            # The loop runs in this generator's frame, so events are handed out step by step.
+            final = yield from self._denoise_with_events(model_fn, noise, cond, res, on_step, events, batched)
+        final = final.cpu()
         timings["denoise_s"] = time.perf_counter() - t_denoise
+        if cache_stats.calls:
+            yield NoticeEvent(f"{fast.label}: {cache_stats.summary()}.")
 
         t = time.perf_counter()
         yield StageEvent("decoding", "Decoding the video")
@@ -318,6 +340,7 @@ class Engine:
         yield StageEvent("writing", "Writing the MP4")
         out_path = request.out_path or tempfile.NamedTemporaryFile(prefix="humo-", suffix=".mp4", delete=False).name
         settings = res.settings(request)
+        settings["fast_mode"] = fast.name if fast is not None else None
         media.write_mp4(frames_u8, out_path, fps=FPS, audio=wave, audio_sr=16000,
                         metadata={"humo_studio": settings})
         timings["write_s"] = time.perf_counter() - t
@@ -376,12 +399,23 @@ class Engine:
         dev, dt = self.device, self.dtype
 
         def call(x, t, text, audio, y):
+            # Inputs already live on the device (see _on_device): these casts are no-ops there.
             with torch.no_grad():
                 out = dit(x.to(dev, dt), t.to(dev), text.to(dev, dt), audio.to(dev, dt),
                           None if y is None else y.to(dev, dt))
-            return out.float().cpu() if dev != "cpu" else out.float()
+            return out.float()
 
         return call
+
+    def _on_device(self, noise: torch.Tensor, cond) -> torch.Tensor:
+        """Move the loop's tensors to the DiT's device once (conditions in the DiT dtype), so no
+        pass copies them again; the latents stay float32 for the solver."""
+        dev, dt = self.device, self.dtype
+        for name in ("text", "null", "audio", "ref_latents", "y_c", "y_null"):
+            value = getattr(cond, name)
+            if value is not None:
+                setattr(cond, name, value.to(dev, torch.float32 if name == "ref_latents" else dt))
+        return noise.to(dev)
 
     def _zero_latents(self, vae, frames: int, height: int, width: int) -> torch.Tensor:
         """Latents of an all-zero video, computed once per size (the VAE is causal in time, so a

@@ -107,7 +107,7 @@ class TextEncoder:
                               add_special_tokens=True, return_tensors="pt")
 
     def token_count(self, text: str) -> int:
-        return len(self.tokenizer(text, add_special_tokens=True, truncation=False)["input_ids"])
+        return len(self.tokenizer(text, add_special_tokens=True, truncation=False, verbose=False)["input_ids"])
 
     @torch.no_grad()
     def encode_ids(self, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from engine.variants import TINY, Variant
 
 TINY_T5 = dict(d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
-TINY_VAE_BASE_DIM = 16
+TINY_VAE_BASE_DIM = 8
 TINY_WHISPER = dict(d_model=32, encoder_layers=32, encoder_attention_heads=2, encoder_ffn_dim=64,
                     decoder_layers=1, decoder_attention_heads=2, decoder_ffn_dim=64, num_mel_bins=128,
                     vocab_size=64, max_source_positions=1500, max_target_positions=32,
@@ -57,7 +57,26 @@ def _write_dit(variant: Variant, path: Path) -> None:
     names = key_map(official_dit_keys(variant.dit.num_layers))
     assert set(names) == set(ours), "official key list and model disagree"
     path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save({official: ours[name].contiguous() for name, official in names.items()}, path)
+    state = {official: ours[name].contiguous() for name, official in names.items()}
+    if path.name.endswith(".index.json"):
+        _write_sharded(state, path)
+    else:
+        torch.save(state, path)
+
+
+def _write_sharded(state: dict, index_path: Path, shards: int = 2) -> None:
+    """Sharded safetensors + index, the layout of HuMo-17B/."""
+    from safetensors.torch import save_file
+
+    keys = sorted(state)
+    stem = index_path.name[: -len(".safetensors.index.json")]
+    weight_map = {}
+    for i in range(shards):
+        part = keys[i::shards]
+        name = f"{stem}-{i + 1:05d}-of-{shards:05d}.safetensors"
+        save_file({k: state[k] for k in part}, str(index_path.parent / name))
+        weight_map.update({k: name for k in part})
+    index_path.write_text(json.dumps({"metadata": {}, "weight_map": weight_map}, indent=1))
 
 
 def _write_vae(path: Path) -> None:
@@ -130,6 +149,10 @@ def make_tiny(weights_dir: str | Path, seed: int = 0, variant: Variant = TINY) -
     vocab = _write_tokenizer(root / variant.tokenizer_dir)
     _write_t5(variant, root / variant.t5_file, vocab)
     _write_whisper(variant, root / variant.whisper_dir)
+    from engine.variants import TINY_17B
+
+    if variant is TINY:
+        _write_dit(TINY_17B, root / TINY_17B.dit_files[0])
     (root / "tiny" / "README.txt").write_text(
         "Tiny HuMo variant: RANDOM weights at tiny sizes, for checking the pipeline end to end.\n"
         "It does not make meaningful videos. Made by: python -m engine make-tiny\n")

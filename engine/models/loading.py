@@ -121,12 +121,14 @@ def load_into(
     keep_fp32: Callable[[str], bool] = lambda name: False,
     device: str | torch.device = "cpu",
     label: str = "model",
+    ignore: Callable[[str], bool] = lambda key: False,
 ) -> list[str]:
     """Assign checkpoint tensors to `module` (built on empty weights).
 
     `names` maps our parameter name -> checkpoint key. A parameter without a key, or a key with
     the wrong shape, is an error naming the file and key. Checkpoint keys we do not use are
-    returned (and logged) so the caller can report them; they are never silently dropped.
+    returned (and logged) so the caller can report them; they are never silently dropped, except
+    those `ignore` names on purpose (e.g. whisper's decoder, which HuMo never uses).
     """
     expected = dict(module.state_dict(keep_vars=True))
     missing = [n for n in expected if n not in names or names[n] not in checkpoint.shapes]
@@ -153,7 +155,7 @@ def load_into(
             target = tensor.dtype
         state[ours] = tensor.to(device=device, dtype=target)
     used = {names[n] for n in expected}
-    unexpected = [k for k in checkpoint.keys() if k not in used]
+    unexpected = [k for k in checkpoint.keys() if k not in used and not ignore(k)]
     if unexpected:
         log.warning("%s: %d unused key(s) in %s ignored, first: %s", label, len(unexpected), checkpoint.path, ", ".join(unexpected[:5]))
     module.load_state_dict(state, strict=True, assign=True)
