@@ -79,7 +79,12 @@ def main(argv: list[str] | None = None) -> int:
         demo.block_thread()
     except KeyboardInterrupt:
         pass
-    return 0
+    demo.close()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    # Leave at once: model worker threads may still hold the interpreter for seconds, and every
+    # file the studio writes (videos, gallery) is written atomically, so there is nothing to finish.
+    os._exit(0)
 
 
 if __name__ == "__main__":

@@ -314,8 +314,10 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                         with gr.Group(visible=True) as image_group:
                             images = gr.File(label="Reference photo(s)", file_count="multiple",
                                              file_types=["image"], elem_id="ref-images")
-                            images_view = gr.Gallery(label="Reference", columns=4, height=140,
+                            images_view = gr.Gallery(label="Reference", columns=6, height=150, fit_columns=False,
+                                                     object_fit="contain", allow_preview=False,
                                                      interactive=False, elem_id="ref-view", visible=False)
+                            images_md = gr.Markdown("", elem_id="image-info")
                         with gr.Group(visible=True) as audio_group:
                             audio = gr.Audio(label="Voice clip (upload or record)", sources=["upload", "microphone"],
                                              type="filepath", elem_id="audio-in")
@@ -351,7 +353,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                             with gr.Row():
                                 match_audio = gr.Checkbox(True, label="Match the audio length",
                                                           elem_id="match-audio")
-                                frames = gr.Slider(5, 289, value=d.frames, step=4, label="Frames (25 fps)",
+                                frames = gr.Slider(5, getattr(d, "max_frames", 257), value=d.frames, step=4, label="Frames (25 fps)",
                                                    elem_id="frames")
                             with gr.Row():
                                 steps = gr.Slider(1, 100, value=d.steps, step=1, label="Steps", elem_id="steps")
@@ -383,8 +385,9 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 with gr.Row():
                     refresh_btn = gr.Button("Refresh", size="sm", elem_id="gallery-refresh")
                     gallery_count = gr.Markdown("", elem_id="gallery-count")
-                grid = gr.Gallery(label="Finished runs", columns=5, height=300, allow_preview=False,
-                                  elem_id="gallery-grid", interactive=False)
+                grid = gr.Gallery(label="Finished runs", columns=6, height="auto", allow_preview=False,
+                                  fit_columns=False, object_fit="contain", elem_id="gallery-grid",
+                                  interactive=False)
                 with gr.Row():
                     with gr.Column(scale=3):
                         entry_video = gr.Video(label="Selected run", interactive=False, elem_id="entry-video")
@@ -425,7 +428,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
             """The variant's defaults, when a person picks a model."""
             dd = get_variant(v).defaults
             return (dd.steps, dd.shift, dd.scale_t, dd.scale_i or 0, dd.scale_a, f"{dd.width}x{dd.height}",
-                    dd.width, dd.height, dd.frames)
+                    dd.width, dd.height, gr.update(value=dd.frames, maximum=getattr(dd, "max_frames", 257)))
 
         variant.input(variant_defaults, variant,
                       [steps, shift, scale_t, scale_i, scale_a, size, width, height, frames],
@@ -455,21 +458,20 @@ def build_app(config: StudioConfig) -> gr.Blocks:
         # ---------------------------------------------------------------- inputs
         def on_images(files):
             paths = _files(files)
-            notes = []
+            lines = []
             for p in paths:
+                name = Path(p).name
                 try:
                     from engine.media import load_image
-                    _img, warnings = load_image(p)
-                    notes += [f"{Path(p).name}: {w}" for w in warnings]
-                except EngineError as err:
-                    gr.Warning(str(err))
+                    img, notes = load_image(p)
+                    lines.append(f"{name}: {img.width}×{img.height}" + "".join(f" — {n}" for n in notes))
                 except Exception as err:
-                    gr.Warning(friendly(err))
-            for n in notes:
-                gr.Info(n)
-            return gr.update(value=paths or None, visible=bool(paths))
+                    msg = friendly(err)
+                    gr.Warning(msg)
+                    lines.append(f"Problem: {msg}")
+            return gr.update(value=paths or None, visible=bool(paths)), "  \n".join(lines)
 
-        images.change(on_images, images, images_view, api_visibility="private")
+        images.change(on_images, images, [images_view, images_md], api_visibility="private")
 
         def on_audio(path):
             text = audio_tools.describe(path)
@@ -706,6 +708,9 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                     yield status_html(message="Mixing the background back in…"), keep, keep, keep, keep
                     audio_tools.replace_audio(video_path, audio_tools.mix_wav(stems, f["background_gain"],
                                                                               rt.workdir))
+                elif drive_audio:
+                    # The engine muxes the 16 kHz audio the model heard; the video keeps the clip's full quality.
+                    audio_tools.replace_audio(video_path, drive_audio)
                 thumb = str(Path(video_path).with_suffix(".thumb.png"))
                 try:
                     from engine.media import make_thumbnail

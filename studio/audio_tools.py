@@ -136,14 +136,14 @@ def mix_wav(stems: Stems, gain: float, workdir: str | Path) -> str:
 
 def replace_audio(video_path: str, audio_path: str) -> None:
     """Swap the MP4's audio track in place, keeping its video stream and metadata."""
-    import imageio_ffmpeg
+    from engine.media import ffmpeg_exe
 
-    ffmpeg = imageio_ffmpeg.get_ffmpeg_exe()
+    ffmpeg = ffmpeg_exe()
     tmp = str(Path(video_path).with_suffix(".remux.mp4"))
     cmd = [ffmpeg, "-y", "-loglevel", "error", "-i", video_path, "-i", audio_path,
            "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0", "-c:v", "copy",
            "-c:a", "aac", "-b:a", "192k", "-shortest",
-           "-movflags", "+faststart+use_metadata_tags", tmp]
+           "-movflags", "+faststart", tmp]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     if proc.returncode != 0:
         raise InputError("Could not mix the background back into the video.",

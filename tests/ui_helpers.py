@@ -116,7 +116,7 @@ class StudioProcess:
         if self.proc is None:
             return
         if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGINT)
+            self.proc.send_signal(signal.SIGTERM)
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
@@ -179,6 +179,11 @@ def upload_images(page, *paths: Path) -> None:
 
 
 def upload_audio(page, path: Path, elem_id: str = "audio-in") -> None:
+    clear = page.locator(f"#{elem_id} button[aria-label='Clear']")
+    if clear.count():                     # a clip is loaded: the upload area returns once it is cleared
+        clear.first.click()
+        page.wait_for_function(
+            "() => (document.querySelector('#audio-info')?.innerText || '').trim() === ''", timeout=30_000)
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
     page.wait_for_function(
         "() => { const t = document.querySelector('#audio-info')?.innerText || '';"
@@ -189,11 +194,13 @@ def status_text(page) -> str:
     return page.locator("#run-status").inner_text()
 
 
-def wait_status(page, *needles: str, timeout_ms: int = 60_000) -> str:
+def wait_status(page, *needles: str, timeout_ms: int = 60_000, previous: str | None = None) -> str:
+    """Wait until the run status shows one of `needles` (and is no longer `previous`)."""
     import json
     page.wait_for_function(
         f"() => {{ const t = document.querySelector('#run-status')?.innerText || '';"
-        f" return {json.dumps(list(needles))}.some(n => t.includes(n)); }}", timeout=timeout_ms)
+        f" return t !== {json.dumps(previous)} && {json.dumps(list(needles))}.some(n => t.includes(n)); }}",
+        timeout=timeout_ms)
     return status_text(page)
 
 

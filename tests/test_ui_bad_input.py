@@ -1,0 +1,110 @@
+"""Bad input in the browser: each case shows a readable message in the page (no traceback)
+and the studio keeps serving, proven by a good run at the end."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+from playwright.sync_api import sync_playwright
+
+from ui_helpers import (StudioProcess, launch_browser, long_clip, make_tiny_weights, open_studio, portrait,
+                        silent_clip, set_checkbox, set_number, set_text, spoken_clip, upload_audio,
+                        upload_images, wait_status)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio-bad-input")
+    weights = make_tiny_weights(root / "weights")
+    inputs = root / "inputs"
+    inputs.mkdir()
+    corrupt = inputs / "corrupt.wav"
+    corrupt.write_bytes(b"RIFF\x10\x00\x00\x00WAVEfmt " + np.random.default_rng(0).bytes(3000))
+    huge_cmyk = inputs / "huge_cmyk.jpg"
+    Image.new("CMYK", (8000, 6000), (30, 60, 90, 10)).save(huge_cmyk, quality=80)
+    data = {
+        "photo": portrait(inputs / "portrait.png"),
+        "voice": spoken_clip(inputs / "voice.wav", "Testing, one two three."),
+        "silent": silent_clip(inputs / "silent.wav"),
+        "long": long_clip(inputs / "ten_minutes.wav"),
+        "corrupt": corrupt,
+        "huge_cmyk": huge_cmyk,
+    }
+    app = StudioProcess(weights, root / "outputs", root / "app.log").start()
+    data["app"] = app
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        page = browser.new_page(viewport={"width": 1400, "height": 1300})
+        open_studio(page, app.url)
+        data["page"] = page
+        yield data
+        browser.close()
+    app.stop()
+
+
+def generate_and_read(page, *expected: str, timeout_ms: int = 120_000) -> str:
+    """Press Generate; wait until the status shows one of `expected`; no traceback anywhere."""
+    before = page.locator("#run-status").inner_text()
+    page.locator("#generate-btn").click()
+    try:
+        text = wait_status(page, *expected, timeout_ms=timeout_ms, previous=before)
+    except Exception:
+        raise AssertionError(f"status never showed {expected}: {page.locator('#run-status').inner_text()!r}")
+    body = page.locator("body").inner_text()
+    assert "Traceback" not in body and 'File "' not in body
+    return text
+
+
+def test_empty_prompt(env):
+    page = env["page"]
+    set_text(page, "prompt", "   ")
+    text = generate_and_read(page, "prompt is empty")
+    assert "Problem" in text
+
+
+def test_size_not_multiple_of_16(env):
+    page = env["page"]
+    set_text(page, "prompt", "A person talks.")
+    upload_images(page, env["photo"])
+    upload_audio(page, env["voice"])
+    set_number(page, "width", 130)
+    text = generate_and_read(page, "not a multiple of 16")
+    assert "Try 128×96" in text
+    set_number(page, "width", 128)
+
+
+def test_corrupt_audio(env):
+    page = env["page"]
+    upload_audio(page, env["corrupt"])
+    text = generate_and_read(page, "damaged", "no audio", "not an audio")
+    assert "Problem" in text, text
+
+
+def test_silent_audio(env):
+    page = env["page"]
+    upload_audio(page, env["silent"])
+    text = generate_and_read(page, "silent")
+    assert "Problem" in text, text
+
+
+def test_ten_minute_clip(env):
+    page = env["page"]
+    upload_audio(page, env["long"])
+    set_checkbox(page, "match-audio", True)
+    text = generate_and_read(page, "too long", "longer than")
+    assert "Problem" in text and "Trim" in text, text
+
+
+def test_huge_cmyk_photo_then_good_run(env):
+    """An 8000x6000 CMYK JPEG is reduced and converted with a notice; the run then works."""
+    page = env["page"]
+    upload_images(page, env["huge_cmyk"])
+    page.wait_for_function("() => (document.querySelector('#image-info')?.innerText || '')"
+                           ".includes('huge_cmyk.jpg: 2048×1536')", timeout=60_000)
+    assert "reduced to 2048x1536" in page.locator("#image-info").inner_text()
+    upload_audio(page, env["voice"])
+    set_checkbox(page, "match-audio", False)
+    set_number(page, "frames", 9)
+    set_number(page, "steps", 2)
+    text = generate_and_read(page, "Done:", "Problem", timeout_ms=180_000)
+    assert "Done:" in text, text

@@ -1,0 +1,172 @@
+"""The studio end to end in a real browser: the real app (child process), the real engine on
+the tiny variant (weights made by `python -m engine make-tiny`), headless Debian Chromium.
+
+One app and one browser serve the whole module; the tests run in file order and build on
+each other (a finished run feeds the gallery, reuse and restart tests).
+"""
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import sync_playwright
+
+from ui_helpers import (ASSETS, StudioProcess, launch_browser, make_tiny_weights, open_studio, portrait,
+                        run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
+                        upload_audio, upload_images, video_ready_state, wait_status, watch_run)
+
+PROMPT = "A young man with short brown hair talks to the camera, blue sky behind him."
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    root = tmp_path_factory.mktemp("studio-browser")
+    weights = make_tiny_weights(root / "weights")
+    inputs = root / "inputs"
+    inputs.mkdir()
+    data = {
+        "root": root,
+        "weights": weights,
+        "outputs": root / "outputs",
+        "photo": portrait(inputs / "portrait.png"),
+        "voice": spoken_clip(inputs / "voice.wav", "Hello there, nice to meet you."),
+    }
+    app = StudioProcess(weights, data["outputs"], root / "app.log").start()
+    data["app"] = app
+    with sync_playwright() as pw:
+        browser = launch_browser(pw)
+        data["browser"] = browser
+        yield data
+        browser.close()
+    data["app"].stop()
+
+
+@pytest.fixture
+def page(env):
+    page = env["browser"].new_page(viewport={"width": 1400, "height": 1300})
+    errors: list[str] = []
+    page.on("pageerror", lambda err: errors.append(str(err)))
+    open_studio(page, env["app"].url)
+    yield page
+    page.close()
+    assert env["app"].alive(), f"the studio died:\n{env['app'].log()}"
+
+
+def fill_tiny_run(page, env, prompt=PROMPT, steps=8, seed=1234, frames=17):
+    set_text(page, "prompt", prompt)
+    upload_images(page, env["photo"])
+    upload_audio(page, env["voice"])
+    set_checkbox(page, "match-audio", False)
+    set_number(page, "frames", frames)
+    set_number(page, "steps", steps)
+    set_number(page, "seed", seed)
+
+
+def gallery_ids(page) -> int:
+    page.locator("#main-tabs").get_by_role("tab", name="Gallery").click()
+    page.wait_for_timeout(300)
+    return page.locator("#gallery-grid img, #gallery-grid video").count()
+
+
+def test_generate_streams_previews_then_plays_video_and_lands_in_gallery(env, page):
+    fill_tiny_run(page, env)
+    screenshot(page, "create-form")
+    watch_run(page)
+    page.locator("#generate-btn").click()
+    text = wait_status(page, "Done:", "Problem", timeout_ms=180_000)
+    assert "Done:" in text, f"run failed: {text}\n{env['app'].log()}"
+    assert video_ready_state(page) == 4
+    record = run_record(page)
+    assert record["previews"], "no live preview was shown"
+    assert record["videoAt"] is not None and record["previews"][0]["t"] < record["videoAt"], record
+    assert max(record["steps"] or [0]) >= 1, "the progress never showed a step"
+    info = page.locator("#result-info").inner_text()
+    assert "saved to the gallery" in info and "seed 1234" in info
+    screenshot(page, "result")
+    env["entry_id"] = re.search(r"saved to the gallery as (\S+)", info).group(1)
+
+    page.reload()
+    open_studio(page, env["app"].url)
+    assert gallery_ids(page) >= 1
+    screenshot(page, "gallery")
+
+
+def test_reuse_settings_restores_the_form(env, page):
+    assert env.get("entry_id"), "needs the run of the first test"
+    set_text(page, "prompt", "something else entirely")
+    set_number(page, "steps", 3)
+    set_number(page, "seed", 7)
+    page.locator("#main-tabs").get_by_role("tab", name="Gallery").click()
+    page.locator("#gallery-grid img, #gallery-grid video").first.click()
+    page.wait_for_function("() => (document.querySelector('#entry-id input, #entry-id textarea')?.value || '')"
+                           ".length > 0", timeout=30_000)
+    assert page.locator("#entry-info").inner_text().strip()
+    page.locator("#reuse-btn").click()
+    page.wait_for_function(
+        f"() => document.querySelector('#prompt textarea')?.value === {PROMPT!r}", timeout=30_000)
+    assert page.locator("#steps input[type=number]").input_value() == "8"
+    assert page.locator("#seed input[type=number]").input_value() == "1234"
+    assert page.locator("#frames input[type=number]").input_value() == "17"
+    assert page.locator("#tab-create").is_visible()
+
+
+def test_cancel_stops_a_run_and_the_next_run_works(env, page):
+    fill_tiny_run(page, env, steps=100, seed=5)
+    set_number(page, "width", 256)
+    set_number(page, "height", 192)
+    page.locator("#generate-btn").click()
+    page.wait_for_function(
+        "() => Number(document.querySelector('#run-status [data-step]')?.dataset.step || 0) >= 1",
+        timeout=180_000)
+    page.locator("#cancel-btn").click()
+    text = wait_status(page, "Cancelled", timeout_ms=60_000)
+    assert "Ready for the next run" in text
+    page.wait_for_timeout(1500)
+    assert "Cancelled" in status_text(page), "the cancelled run kept going"
+    screenshot(page, "cancelled")
+
+    set_number(page, "steps", 2)
+    set_number(page, "width", 128)
+    set_number(page, "height", 96)
+    page.locator("#generate-btn").click()
+    text = wait_status(page, "Done:", "Problem", timeout_ms=180_000)
+    assert "Done:" in text, text
+    assert video_ready_state(page) == 4
+
+
+def test_vocal_preview_gives_two_playable_stems(env, page):
+    upload_audio(page, ASSETS / "music_voice.wav")
+    page.locator("#vocal-acc").get_by_text("Vocal isolation").first.click()
+    page.locator("#isolate-btn").click()
+    page.wait_for_function("() => (document.querySelector('#sep-method')?.innerText || '').includes('Method')",
+                           timeout=120_000)
+    assert re.search(r"Method: (spectral|Kim_Vocal_2)", page.locator("#sep-method").inner_text(), re.I)
+    durations = page.evaluate("""async () => {
+        const out = [];
+        for (const id of ['#stem-vocals', '#stem-background']) {
+            const link = document.querySelector(id + ' a[download]');
+            if (!link) { out.push(-1); continue; }
+            const buf = await (await fetch(link.href)).arrayBuffer();
+            const audio = await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf);
+            out.push(audio.duration);
+        }
+        return out;
+    }""")
+    assert len(durations) == 2 and all(d > 5.0 for d in durations), durations
+    page.locator("#stem-vocals").scroll_into_view_if_needed()
+    screenshot(page, "vocal-isolation")
+
+
+def test_gallery_survives_an_app_restart(env):
+    app: StudioProcess = env["app"]
+    app.stop()
+    env["app"] = app = StudioProcess(env["weights"], env["outputs"], env["root"] / "app2.log").start()
+    page = env["browser"].new_page(viewport={"width": 1400, "height": 1000})
+    try:
+        open_studio(page, app.url)
+        assert gallery_ids(page) >= 2
+        page.locator("#entry-id input, #entry-id textarea").first.fill(env["entry_id"])
+        page.locator("#entry-id input, #entry-id textarea").first.press("Enter")
+        assert video_ready_state(page, "#entry-video video") == 4
+    finally:
+        page.close()
