@@ -7,6 +7,7 @@ convolution and attention Q·Kᵀ and P·V) and compares the achieved rate with 
 """
 from __future__ import annotations
 
+import contextlib
 import math
 import platform
 import resource
@@ -197,7 +198,6 @@ def _reset_peak(device: str) -> None:
 
 def run_bench(cfg: BenchConfig) -> dict:
     from engine import attention as attn
-    from engine.compile import compile_dit, default_backend
     from engine.guidance import combine, plan_for
     from engine.sampler import make_scheduler, run_passes
 
@@ -209,11 +209,16 @@ def run_bench(cfg: BenchConfig) -> dict:
     dev, dt = cfg.device, cfg.dtype
 
     backend = attn.choose_backend(cfg.attention, dev, dt)
-    model = random_dit(shape, dev, dt)
+    placement = contextlib.nullcontext()
     if cfg.plan:
         from engine import memory  # the memory plans decide placement, offload and weight dtype
 
-        memory.apply_plan(model, cfg.plan, device=dev, dtype=dt)
+        plan_ = memory.parse_plan(cfg.plan, device=dev)
+        model = random_dit(shape, memory.load_device(plan_, "dit", dev), memory.load_dtype(plan_, "dit", dt))
+        model = memory.prepare(plan_, "dit", model, dev, dt)
+        placement = memory.on_device(plan_, "dit", model, dev)
+    else:
+        model = random_dit(shape, dev, dt)
     attn.apply_backend(model, backend)
 
     def model_fn(x, t, text, audio, y):
@@ -242,6 +247,17 @@ def run_bench(cfg: BenchConfig) -> dict:
             scheduler.step(pred[None], t, latents[None], return_dict=False)
 
     peak, peak_note = device_peak(dev, dt)
+    with placement:
+        results, compiled, mems = _measure(cfg, model, passes_fn, one_step, dev)
+    mem_seq, mem_batched = mems
+    report = _report(cfg, v, shape, steps, T, R, h, w, mode, passes, backend, peak, peak_note, results, compiled,
+                     mem_seq, mem_batched)
+    return report
+
+
+def _measure(cfg: BenchConfig, model, passes_fn, one_step, dev: str):
+    from engine.compile import compile_dit, default_backend
+
     results: dict = {}
     _reset_peak(dev)
     results["sequential_s"] = _timed(passes_fn(False), dev, cfg.repeat, cfg.warmup)
@@ -260,7 +276,14 @@ def run_bench(cfg: BenchConfig) -> dict:
         compile_s = time.perf_counter() - t0
         compiled = {"backend": backend_c, "compile_s": compile_s,
                     "batched_s": _timed(passes_fn(True), dev, cfg.repeat, max(0, cfg.warmup - 1))}
+    return results, compiled, (mem_seq, mem_batched)
 
+
+def _report(cfg, v, shape, steps, T, R, h, w, mode, passes, backend, peak, peak_note, results, compiled,
+            mem_seq, mem_batched) -> dict:
+    from engine import attention as attn
+
+    dev, dt = cfg.device, cfg.dtype
     flops = pass_flops(shape, T + R, h, w)
     best_step = min(results["batched_s"], results["sequential_s"], compiled["batched_s"] if compiled else math.inf)
     per_pass = {
