@@ -109,19 +109,21 @@ def random_dit(shape: DiTShape, device: str, dtype: torch.dtype, seed: int = 0):
 
     model = build_dit_empty(shape)
     keep = [re.compile(rf"(^|\.){re.escape(p)}(\.|$)") for p in model._keep_in_fp32_modules]
-    gen = torch.Generator(device="cpu").manual_seed(seed)
+    gen = torch.Generator(device=device).manual_seed(seed)   # drawn where they live: fast at 17B sizes
     for name, param in list(model.named_parameters()):
         module_name, _, attr = name.rpartition(".")
         module = model.get_submodule(module_name) if module_name else model
         dt = torch.float32 if any(p.search(name) for p in keep) else dtype
-        if "norm" in name and attr == "weight" or name.endswith("scale_shift_table"):
-            value = torch.ones(param.shape) if "norm" in name else torch.randn(param.shape, generator=gen) / math.sqrt(shape.dim)
+        value = torch.empty(param.shape, device=device, dtype=torch.float32)
+        if "norm" in name and attr == "weight":
+            value.fill_(1.0)
         elif attr == "bias":
-            value = torch.zeros(param.shape)
+            value.zero_()
         else:
-            fan_in = max(1, math.prod(param.shape[1:]))
-            value = torch.randn(param.shape, generator=gen) / math.sqrt(fan_in)
-        module._parameters[attr] = torch.nn.Parameter(value.to(device=device, dtype=dt), requires_grad=False)
+            std = 1 / math.sqrt(shape.dim if name.endswith("scale_shift_table") else max(1, math.prod(param.shape[1:])))
+            value.normal_(0.0, std, generator=gen)
+        module._parameters[attr] = torch.nn.Parameter(value.to(dt), requires_grad=False)
+        del value
     model.rope.to(device)
     return model.eval().requires_grad_(False)
 
