@@ -25,6 +25,9 @@ def register(sub) -> None:
     p.add_argument("--weights", default="weights", help="weights folder")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--attention", default=None, help="attention backend (e.g. native, flash, sage)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (exact; pays off on long runs)")
+    p.add_argument("--fast-mode", default=None,
+                   help="approximate speed-up preset (see engine/fast.py: fast, faster, taylor, fewer-steps, fastest)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=run)
 
@@ -60,8 +63,8 @@ def run(args) -> int:
                                 audio=args.audio, negative_prompt=args.negative, frames=frames, width=width,
                                 height=height, steps=args.steps, shift=args.shift, scale_t=args.scale_t,
                                 scale_i=args.scale_i, scale_a=args.scale_a, seed=args.seed, out_path=args.out,
-                                preview=False)
-    engine = Engine(args.weights, device=args.device, attention=args.attention)
+                                preview=False, fast_mode=args.fast_mode)
+    engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile)
     bar = None
     for ev in engine.generate(request):
         if ev.kind == "stage" and not args.quiet:
