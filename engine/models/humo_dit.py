@@ -10,6 +10,7 @@ and caches keep working; only the pieces HuMo adds are defined here:
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -155,10 +156,17 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
 
     def set_attention_backend_all(self, backend: str | None) -> None:
         """Select the attention backend for every attention in the model (self, text, audio)."""
-        if backend is None:
-            self.reset_attention_backend()
-        else:
-            self.set_attention_backend(backend)
+        # diffusers warns on every call that the backend API is experimental; we pin its version.
+        quiet = logging.getLogger("diffusers.models.modeling_utils")
+        level = quiet.level
+        quiet.setLevel(logging.ERROR)
+        try:
+            if backend is None:
+                self.reset_attention_backend()
+            else:
+                self.set_attention_backend(backend)
+        finally:
+            quiet.setLevel(level)
         for block in self.blocks:
             block.audio_attn.attention_backend = backend
 
