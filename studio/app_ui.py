@@ -123,6 +123,24 @@ def size_choices(variant: str) -> list[tuple[str, str]]:
     return [(size_label(w, h), f"{w}x{h}") for w, h in sizes] + [("Custom (multiples of 16)", CUSTOM)]
 
 
+def all_size_choices() -> list[tuple[str, str]]:
+    """Every size any variant offers: the server accepts these; the page lists the variant's own."""
+    seen: dict[str, str] = {}
+    for name in VARIANTS:
+        for label, key in size_choices(name):
+            seen.setdefault(key, label)
+    return [(label, key) for key, label in seen.items() if key != CUSTOM] + [("Custom (multiples of 16)", CUSTOM)]
+
+
+def all_preset_choices() -> list[tuple[str, str]]:
+    try:
+        from studio.presets import load_presets
+        return [(p.name, p.name) for p in load_presets()]
+    except Exception as err:      # a broken preset file must not stop the page
+        log.warning("presets unavailable: %s", err)
+        return []
+
+
 def size_key(w, h, variant: str) -> str:
     key = f"{int(w)}x{int(h)}" if w and h else CUSTOM
     return key if key in {v for _, v in size_choices(variant)} else CUSTOM
@@ -289,7 +307,8 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                             variant = gr.Dropdown(weights_panel.variant_choices(config.weights_dir),
                                                   value=start_variant, label="Model", elem_id="variant",
                                                   scale=3)
-                            preset = gr.Dropdown([], value=None, label="Preset", elem_id="preset", scale=2,
+                            preset = gr.Dropdown(all_preset_choices(), value=None, label="Preset",
+                                                 elem_id="preset", scale=2,
                                                  info="Fills the settings below")
                         weights_md = gr.Markdown(weights_panel.status_markdown(start_variant, config.weights_dir),
                                                  elem_id="weights-status")
@@ -345,7 +364,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                                                                 label="Background level", elem_id="bg-gain")
                         with gr.Accordion("Settings", open=True):
                             with gr.Row():
-                                size = gr.Dropdown(size_choices(start_variant), value=f"{d.width}x{d.height}",
+                                size = gr.Dropdown(all_size_choices(), value=f"{d.width}x{d.height}",
                                                    label="Size", elem_id="size")
                                 width = gr.Number(d.width, label="Width", precision=0, step=16, elem_id="width")
                                 height = gr.Number(d.height, label="Height", precision=0, step=16,

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from ui_helpers import StudioProcess, make_tiny_weights, portrait, spoken_clip
+from ui_helpers import StudioProcess, portrait, spoken_clip
 
 PROMPT = "A man with short brown hair speaks to the camera."
 
@@ -17,8 +17,8 @@ PROMPT = "A man with short brown hair speaks to the camera."
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio-api")
-    weights = make_tiny_weights(root / "weights")
-    app = StudioProcess(weights, root / "outputs", root / "app.log").start()
+    # No weights at all: the studio must start anyway; the first test makes the tiny ones through the API.
+    app = StudioProcess(root / "weights", root / "outputs", root / "app.log").start()
     client = Client(app.url, verbose=False, download_files=str(root / "downloads"))
     yield {"app": app, "client": client, "root": root,
            "photo": portrait(root / "portrait.png"), "voice": spoken_clip(root / "voice.wav", "Good morning!")}
@@ -37,6 +37,21 @@ def test_api_lists_every_action(studio):
                  "/reuse_settings", "/weights_status", "/make_tiny_weights", "/download_weights",
                  "/apply_preset", "/random_seed"):
         assert name in names, f"{name} missing from {sorted(names)}"
+
+
+def test_make_tiny_weights_from_the_studio(studio):
+    client = studio["client"]
+    assert "weights are not ready" in client.predict("tiny", api_name="/weights_status")
+    status, _variant = client.predict("tiny", api_name="/make_tiny_weights")
+    assert "weights present" in status, status
+    assert (studio["root"] / "weights" / "tiny").is_dir()
+
+
+def test_preset_fills_the_settings(studio):
+    out = studio["client"].predict("Pipeline check (tiny)", "tiny", 128, 96, 17, 4, 5.0, 7.0, 4.0, 7.5,
+                                   api_name="/apply_preset")
+    size, width, height, frames, steps = out[:5]
+    assert (size, width, height, frames, steps) == ("128x96", 128, 96, 9, 2)
 
 
 def test_generate_streams_progress_and_returns_video(studio):

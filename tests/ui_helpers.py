@@ -175,7 +175,7 @@ def set_checkbox(page, elem_id: str, on: bool) -> None:
 def upload_images(page, *paths: Path) -> None:
     page.locator("#ref-images input[type=file]").set_input_files([str(p) for p in paths])
     for p in paths:
-        page.locator("#ref-images").get_by_text(p.name).first.wait_for(timeout=30_000)
+        page.locator("#ref-images").get_by_text(p.name).first.wait_for(timeout=90_000)
 
 
 def upload_audio(page, path: Path, elem_id: str = "audio-in") -> None:
@@ -183,18 +183,18 @@ def upload_audio(page, path: Path, elem_id: str = "audio-in") -> None:
     if clear.count():                     # a clip is loaded: the upload area returns once it is cleared
         clear.first.click()
         page.wait_for_function(
-            "() => (document.querySelector('#audio-info')?.innerText || '').trim() === ''", timeout=30_000)
+            "() => (document.querySelector('#audio-info')?.innerText || '').trim() === ''", timeout=90_000)
     page.locator(f"#{elem_id} input[type=file]").set_input_files(str(path))
     page.wait_for_function(
         "() => { const t = document.querySelector('#audio-info')?.innerText || '';"
-        " return t.includes('Clip:') || t.includes('Problem'); }", timeout=30_000)
+        " return t.includes('Clip:') || t.includes('Problem'); }", timeout=90_000)
 
 
 def status_text(page) -> str:
     return page.locator("#run-status").inner_text()
 
 
-def wait_status(page, *needles: str, timeout_ms: int = 60_000, previous: str | None = None) -> str:
+def wait_status(page, *needles: str, timeout_ms: int = 120_000, previous: str | None = None) -> str:
     """Wait until the run status shows one of `needles` (and is no longer `previous`)."""
     import json
     page.wait_for_function(
@@ -236,7 +236,7 @@ def run_record(page) -> dict:
     return page.evaluate("() => window.__humo")
 
 
-def video_ready_state(page, selector: str = "#result-video video", timeout_ms: int = 60_000) -> int:
+def video_ready_state(page, selector: str = "#result-video video", timeout_ms: int = 120_000) -> int:
     page.wait_for_selector(selector, timeout=timeout_ms)
     # Playing (muted) makes the browser fetch the whole clip, as a person pressing play would.
     page.evaluate(f"() => {{ const v = document.querySelector('{selector}'); v.muted = true;"
