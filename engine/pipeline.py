@@ -129,7 +129,7 @@ class Engine:
 
     def __init__(self, weights_dir: str | Path = "weights", *, device: str | None = None, dtype: torch.dtype | None = None,
                  batch_passes: bool | None = None, attention: str | None = None, compile: bool = False,
-                 fast_mode: str | None = None):
+                 fast_mode: str | None = None, plan: str | None = "auto", idle_unload_s: float | None = None):
         self.weights_dir = Path(weights_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
         self.dtype = dtype or (torch.bfloat16 if self.device.startswith("cuda") else torch.float32)
@@ -143,6 +143,11 @@ class Engine:
         self._cancel = threading.Event()
         self._run_lock = threading.Lock()
         self._zero_cache: dict[tuple, torch.Tensor] = {}
+        self.plan_spec = plan           # memory plan (engine.memory): "auto" picks the fastest that fits
+        self.plan = None                # the plan the loaded parts follow
+        self._placement = None
+        self.idle_unload_s = idle_unload_s  # free every part after this long without a run
+        self._idle_timer: threading.Timer | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
     def cancel(self) -> None:
@@ -150,14 +155,20 @@ class Engine:
         self._cancel.set()
 
     def unload(self) -> None:
+        if self._placement is not None:
+            self._placement.release()
+        self.plan, self._placement = None, None
         self.parts.clear()
         self.variant = None
         self._zero_cache.clear()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
-    def load(self, variant: str | Variant) -> None:
+    def load(self, variant: str | Variant, plan: str | None = None) -> None:
         """Load every component of `variant` not yet loaded (switching variant frees the other)."""
+        if plan is not None and plan != self.plan_spec:
+            self.plan_spec = plan
+            self.unload()
         for _ in self._load_steps(variant):
             pass
 
@@ -168,6 +179,8 @@ class Engine:
         if self.variant is not None and self.variant.name != v.name:
             self.unload()
         self.variant = v
+        if self.plan is None:
+            self._use_plan(v, None)
         missing = [name for name in ("dit", "vae", "text", "audio") if name not in self.parts]
         if not missing:
             return
@@ -182,25 +195,47 @@ class Engine:
         from engine.text import TextEncoder
         from engine.vae import WanVAE
 
-        dev, dt = self.device, self.dtype
+        from engine import memory
+
+        # The plan says where each part is loaded (CPU first when it is offloaded, cast or quantized).
+        dev, dt = memory.load_device(self.plan, name, self.device), memory.load_dtype(self.plan, name, self.dtype)
         if name == "dit":
             dit_files = paths["dit_files"]
             model = load_dit(v.dit, dit_files[0], dtype=dt, device=dev)
             from engine.attention import apply_backend, choose_backend
 
-            self.attention_backend = apply_backend(model, choose_backend(self.attention, dev, dt))
+            self.attention_backend = apply_backend(model, choose_backend(self.attention, self.device, dt))
+            model = memory.prepare(self.plan, name, model, self.device, dt)
             if self.compile:
                 from engine.compile import compile_dit, default_backend
 
-                compile_dit(model, backend=default_backend(dev))
+                compile_dit(model, backend=default_backend(self.device))
             return model
         if name == "vae":
-            return WanVAE(paths["vae_file"], dtype=dt, device=dev)
-        if name == "text":
-            return TextEncoder(paths["t5_file"], paths["tokenizer_dir"], dtype=dt, device=dev)
-        if name == "audio":
-            return WhisperAudioEncoder(paths["whisper_dir"], dtype=torch.float32 if dev == "cpu" else dt, device=dev)
-        raise KeyError(name)
+            part = WanVAE(paths["vae_file"], dtype=dt, device=dev)
+        elif name == "text":
+            part = TextEncoder(paths["t5_file"], paths["tokenizer_dir"], dtype=dt, device=dev)
+        elif name == "audio":
+            part = WhisperAudioEncoder(paths["whisper_dir"], dtype=dt, device=dev)
+        else:
+            raise KeyError(name)
+        return memory.prepare(self.plan, name, part, self.device, self.dtype)
+
+    def _use_plan(self, v: Variant, res: Resolved | None, images: int = 1) -> None:
+        """Resolve the memory plan for this run (auto: the fastest that fits); a different plan
+        than the loaded one reloads the parts."""
+        from engine import memory
+
+        if self.variant is not None and self.variant.name != v.name:
+            self.unload()
+        d = v.defaults
+        job = memory.Job(d.width, d.height, d.frames, 1, d.mode, d.steps) if res is None else \
+            memory.Job(res.width, res.height, res.frames, max(images, 1), res.mode, res.steps)
+        plan = memory.resolve_plan(self.plan_spec, v, job, self.device)
+        if self.plan is not None and plan != self.plan:
+            self.unload()
+        self.variant = v
+        self.plan, self._placement = plan, memory.Placement(plan, self.device)
 
     def _check_cancel(self) -> None:
         if self._cancel.is_set():
@@ -211,11 +246,26 @@ class Engine:
         if not self._run_lock.acquire(blocking=False):
             raise EngineError("Another generation is running on this engine; wait for it or cancel it.")
         self._cancel.clear()
+        if self._idle_timer is not None:
+            self._idle_timer.cancel()
         try:
             yield from self._generate(request)
         finally:
+            if self._placement is not None:
+                self._placement.release()
             self._cancel.clear()
             self._run_lock.release()
+            if self.idle_unload_s:
+                self._idle_timer = threading.Timer(self.idle_unload_s, self._unload_if_idle)
+                self._idle_timer.daemon = True
+                self._idle_timer.start()
+
+    def _unload_if_idle(self) -> None:
+        if self._run_lock.acquire(blocking=False):
+            try:
+                self.unload()
+            finally:
+                self._run_lock.release()
 
     def _generate(self, request: GenerationRequest) -> Iterator:
         from engine import media
@@ -250,6 +300,7 @@ class Engine:
         self._check_cancel()
 
         t = time.perf_counter()
+        self._use_plan(res.variant, res, len(images))
         yield from self._load_steps(res.variant)
         timings["load_s"] = time.perf_counter() - t
         self._check_cancel()
@@ -261,6 +312,7 @@ class Engine:
         yield StageEvent("encoding_text", "Encoding the prompt")
         from engine.sampler import Conditions, pad_text, seeded_noise
 
+        self._placement.stage("text", text)
         prompt_emb, notes = text.encode(res.prompt)
         for note in notes:
             yield NoticeEvent(note)
@@ -277,6 +329,7 @@ class Engine:
         from engine.audio import latent_windows
 
         if wave is not None:
+            self._placement.stage("audio", audio_enc)
             feats = audio_enc.features(wave)
             windows = latent_windows(feats, res.frames)
         else:
@@ -287,6 +340,7 @@ class Engine:
 
         t = time.perf_counter()
         yield StageEvent("encoding_image", "Encoding the reference image" + ("s" if len(images) > 1 else "") if images else "No reference image")
+        self._placement.stage("vae", vae)
         if images:
             refs = [vae.encode(torch.from_numpy(media.fit_reference_image(img, res.width, res.height))[:, None]) for img in images]
             ref_latents = torch.cat(refs, dim=1)
@@ -303,6 +357,7 @@ class Engine:
         self._check_cancel()
 
         yield StageEvent("denoising", f"Denoising: {res.steps} steps")
+        self._placement.stage("dit", dit)
         noise = self._on_device(seeded_noise(res.seed, T + R, h, w), cond)
         events: list = []
         t_denoise = time.perf_counter()
@@ -317,7 +372,7 @@ class Engine:
 
         from engine.fast import fast_mode_cache
 
-        batched = self.batch_passes if self.batch_passes is not None else self.device != "cpu"
+        batched = (self.batch_passes if self.batch_passes is not None else self.device != "cpu") and not self.plan.sequential
         # Caches compare consecutive steps: all passes of a step must go through one forward.
         batched = batched or (fast is not None and fast.cache is not None)
         with fast_mode_cache(dit, fast, self._model_fn(dit)) as (model_fn, cache_stats):
@@ -330,7 +385,9 @@ class Engine:
 
         t = time.perf_counter()
         yield StageEvent("decoding", "Decoding the video")
+        self._placement.stage("vae", vae)
         video = vae.decode(final)
+        self._placement.release()
         frames_u8 = ((video.permute(1, 2, 3, 0).numpy() + 1.0) * 127.5).round().clip(0, 255).astype(np.uint8)
         frames_u8 = frames_u8[: res.frames]
         timings["decode_s"] = time.perf_counter() - t
