@@ -96,7 +96,7 @@ class Runtime:
         return self._gallery
 
 
-# ----------------------------------------------------------------------------- helpers
+# ----------------------------------------------------------------------------- small functions
 
 
 def friendly(err: BaseException) -> str:
@@ -772,7 +772,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
 
         cancel_btn.click(cancel, None, status, api_name="cancel", cancels=[gen_event], queue=False)
 
-        # ---------------------------------------------------------------- reuse helper (needs `form`)
+        # ---------------------------------------------------------------- reuse: settings -> form values
         def form_updates_from_settings(s: dict[str, Any]) -> list:
             v = s.get("variant") if s.get("variant") in VARIANTS else start_variant
             dd = get_variant(v).defaults

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 from gradio_client import Client, handle_file
 
-from ui_helpers import StudioProcess, portrait, spoken_clip
+from conftest_ui import StudioProcess, portrait, spoken_clip
 
 PROMPT = "A man with short brown hair speaks to the camera."
 

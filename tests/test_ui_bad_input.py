@@ -7,7 +7,7 @@ import pytest
 from PIL import Image
 from playwright.sync_api import sync_playwright
 
-from ui_helpers import (StudioProcess, launch_browser, long_clip, make_tiny_weights, open_studio, portrait,
+from conftest_ui import (StudioProcess, launch_browser, long_clip, make_tiny_weights, open_studio, portrait,
                         silent_clip, set_checkbox, set_number, set_text, spoken_clip, upload_audio,
                         upload_images, wait_status)
 

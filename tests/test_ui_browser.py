@@ -11,7 +11,7 @@ import re
 import pytest
 from playwright.sync_api import sync_playwright
 
-from ui_helpers import (ASSETS, StudioProcess, launch_browser, make_tiny_weights, open_studio, portrait,
+from conftest_ui import (ASSETS, StudioProcess, launch_browser, make_tiny_weights, open_studio, portrait,
                         run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
                         upload_audio, upload_images, video_ready_state, wait_status, watch_run)
 

@@ -9,7 +9,7 @@ import sys
 import pytest
 from gradio_client import Client
 
-from ui_helpers import ROOT, StudioProcess, child_env, free_port
+from conftest_ui import ROOT, StudioProcess, child_env, free_port
 
 
 def test_first_page_fast_and_without_torch(tmp_path):

@@ -95,7 +95,7 @@ class StudioProcess:
         self._log = open(self.log_path, "ab")
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(args, cwd=ROOT, env=child_env(**self.env), stdout=self._log,
-                                     stderr=subprocess.STDOUT, start_new_session=True)
+                                     stderr=subprocess.STDOUT, process_group=0)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
