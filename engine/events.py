@@ -86,8 +86,8 @@ class ResultEvent(Event):
     height: int
     fps: int
     seed: int
-    duration_s: float
-    timings: dict[str, float]
+    duration_s: float            # length of the video in seconds (run times are in `timings`)
+    timings: dict[str, float]    # seconds per stage, and total_s for the whole run
     settings: dict[str, Any]
 
     def __post_init__(self):

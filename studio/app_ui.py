@@ -745,7 +745,7 @@ def build_app(config: StudioConfig) -> gr.Blocks:
                 yield status_html(message=msg, error=True), keep, keep, keep, keep
                 return
             tiny = get_variant(f["variant"]).random_weights
-            summary = (f"**Done** in {result.duration_s:.1f} s · {result.frames} frames at {result.fps} fps · "
+            summary = (f"**Done** in {result.timings.get('total_s', 0.0):.1f} s · {result.frames} frames at {result.fps} fps · "
                        f"{result.width}×{result.height} · seed {result.seed} · saved to the gallery as "
                        f"`{entry.id}`" + ("  \nTiny variant: random weights, so the video is noise." if tiny
                                           else ""))

@@ -17,7 +17,9 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parent.parent
 ASSETS = ROOT / "assets"
-SCREENSHOTS = ROOT / "docs" / "screenshots"
+# Test runs write their screenshots under tests/_artifacts (ignored by git); set
+# HUMO_UPDATE_SCREENSHOTS=1 to refresh the README's copies in docs/screenshots instead.
+SCREENSHOTS = ROOT / ("docs/screenshots" if os.environ.get("HUMO_UPDATE_SCREENSHOTS") == "1" else "tests/_artifacts/screenshots")
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                  "--disable-sync", "--no-first-run", "--disable-quic", "--autoplay-policy=no-user-gesture-required"]
