@@ -27,7 +27,7 @@ from functools import lru_cache
 import torch
 
 from engine.errors import InputError, OutOfResources
-from engine.variants import Variant
+from engine.variants import Variant, get_variant
 
 GIB = 1024**3
 COMPONENTS = ("text", "audio", "vae", "dit")
@@ -154,6 +154,8 @@ def parse_plan(text: str, device: str | None = None) -> Plan:
 
 def describe(plan: Plan | str) -> str:
     """One sentence a person can read: where each component runs and what it costs."""
+    if not isinstance(plan, Plan) and str(plan).strip().lower() == "auto":
+        return "auto: the fastest plan whose estimated peak fits the GPU's free memory (everything on the CPU without a GPU)."
     p = plan if isinstance(plan, Plan) else parse_plan(plan)
     dev = "GPU" if p.device == "cuda" else "CPU"
     parts = []
@@ -539,7 +541,7 @@ class Estimate:
     def as_dict(self) -> dict:
         return {"plan": self.plan.name, "description": describe(self.plan), "variant": self.variant,
                 "width": self.job.width, "height": self.job.height, "frames": self.job.frames,
-                "tokens": None, "peak_bytes": self.peak, "peak_gib": round(self.peak / GIB, 2),
+                "tokens": self.job.tokens(get_variant(self.variant).dit), "peak_bytes": self.peak, "peak_gib": round(self.peak / GIB, 2),
                 "peak_stage": self.peak_stage, "cpu_weights_bytes": self.cpu_weights, "passes_per_batch": self.batch,
                 "overhead_s": round(self.overhead_s, 2), "parts": [p.as_dict() for p in self.parts]}
 
@@ -910,6 +912,14 @@ class Placement:
         swap.down()
         if torch.cuda.is_available() and not str(self.device).startswith("cpu"):
             torch.cuda.empty_cache()
+
+
+def text_needed(text_encoder, prompts) -> bool:
+    """False when every prompt is already in the text encoder's cache (then it need not move)."""
+    from engine.text import clean_prompt
+
+    cache = getattr(text_encoder, "cache", None)
+    return cache is None or any(clean_prompt(p) not in cache for p in prompts)
 
 
 def job_free_bytes() -> int:

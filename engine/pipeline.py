@@ -310,9 +310,11 @@ class Engine:
 
         t = time.perf_counter()
         yield StageEvent("encoding_text", "Encoding the prompt")
+        from engine.memory import text_needed
         from engine.sampler import Conditions, pad_text, seeded_noise
 
-        self._placement.stage("text", text)
+        if text_needed(text, (res.prompt, res.negative)):  # cached prompts: the encoder stays put
+            self._placement.stage("text", text)
         prompt_emb, notes = text.encode(res.prompt)
         for note in notes:
             yield NoticeEvent(note)

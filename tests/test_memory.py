@@ -122,13 +122,13 @@ def test_plan_cli_fits_the_17b_at_720p_in_24_gb_and_prints_a_table():
     assert "93,600 DiT tokens" in out and "estimated peak" in out
     for label in ("text encoder", "audio encoder", "VAE", "DiT"):
         assert label in out
-    data = json.loads(_plan_cli("--variant", "humo-17b", "--size", "1280x720", "--vram-gb", "24", "--json").stdout)
-    plan = parse_plan(data["plan"])
+    choice = memory.choose_plan(V170, Job(1280, 720, 97), vram_gb=24)
+    assert choice.plan.name in out
     # 34 GB of bf16 (or 17 GB of fp8) weights cannot sit on a 24 GB card: the DiT must stream its blocks.
-    assert plan.offload == "block"
-    dit = next(p for p in data["parts"] if p["name"] == "dit")
-    assert dit["resident"] < dit["weights"] / 10
-    assert data["peak_bytes"] <= data["budget_bytes"]
+    assert choice.plan.offload == "block"
+    dit = choice.estimate.parts[3]
+    assert dit.name == "dit" and dit.resident < dit.weights / 10
+    assert choice.estimate.peak <= choice.budget <= 24 * GIB
 
 
 def test_plan_cli_fails_cleanly_when_nothing_fits():
