@@ -72,7 +72,7 @@ class WanVAE:
         """Normalized latents [16, T, h, w] -> video [3, 1 + 4(T-1), 8h, 8w] clamped to [-1, 1] (float32)."""
         z = latents.float() / self.inv_std + self.mean
         video = self.model.decode(z[None].to(self.device, self.dtype), return_dict=False)[0][0]
-        return video.float().clamp(-1, 1).cpu()
+        return video.cpu().float().clamp(-1, 1)  # to the CPU first: no float32 copy on the GPU
 
     def zero_latents(self, frames: int, height: int, width: int) -> torch.Tensor:
         """Latents of an all-zero video of `frames` latent frames (computed, for any size)."""

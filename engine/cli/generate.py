@@ -25,6 +25,7 @@ def register(sub) -> None:
     p.add_argument("--weights", default="weights", help="weights folder")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--attention", default=None, help="attention backend (e.g. native, flash, sage)")
+    p.add_argument("--plan", default="auto", help="memory plan (python -m engine plan ...), default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (exact; pays off on long runs)")
     p.add_argument("--fast-mode", default=None,
                    help="approximate speed-up preset (see engine/fast.py: fast, faster, taylor, fewer-steps, fastest)")
@@ -64,7 +65,7 @@ def run(args) -> int:
                                 height=height, steps=args.steps, shift=args.shift, scale_t=args.scale_t,
                                 scale_i=args.scale_i, scale_a=args.scale_a, seed=args.seed, out_path=args.out,
                                 preview=False, fast_mode=args.fast_mode)
-    engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile)
+    engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile, plan=args.plan)
     bar = None
     for ev in engine.generate(request):
         if ev.kind == "stage" and not args.quiet:

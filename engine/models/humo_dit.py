@@ -39,7 +39,7 @@ class HuMoAudioProjection(nn.Module):
 
     def forward(self, windows: torch.Tensor) -> torch.Tensor:
         lead = windows.shape[:-3]
-        x = windows.reshape(*lead, -1).to(self.linear_1.weight.dtype)
+        x = windows.reshape(*lead, -1)  # the caller passes the compute dtype (fp8 storage is upcast by hooks)
         x = F.relu(self.linear_1(x))
         x = F.relu(self.linear_2(x))
         x = self.linear_3(x).unflatten(-1, (self.tokens, self.audio_dim))

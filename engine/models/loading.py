@@ -140,6 +140,7 @@ def load_into(
             hint="The file is incomplete or belongs to another model; re-download it.",
         )
     state = {}
+    converted: dict[tuple, torch.Tensor] = {}  # tied parameters (one key, several names) stay one tensor
     for ours, param in expected.items():
         key = names[ours]
         shape = tuple(checkpoint.shapes[key])
@@ -149,11 +150,11 @@ def load_into(
                 f"expected {list(param.shape)}.",
                 hint="The file belongs to another model size or variant.",
             )
-        tensor = checkpoint.get(key)
         target = param.dtype if dtype is None else (torch.float32 if keep_fp32(ours) else dtype)
-        if not tensor.is_floating_point():
-            target = tensor.dtype
-        state[ours] = tensor.to(device=device, dtype=target)
+        if (key, target) not in converted:
+            tensor = checkpoint.get(key)
+            converted[(key, target)] = tensor.to(device=device, dtype=target if tensor.is_floating_point() else tensor.dtype)
+        state[ours] = converted[(key, target)]
     used = {names[n] for n in expected}
     unexpected = [k for k in checkpoint.keys() if k not in used and not ignore(k)]
     if unexpected:
