@@ -21,6 +21,7 @@ class StudioConfig:
     variant: str = "humo-1.7b"
     weights_dir: str = "weights"
     outputs_dir: str = "outputs"
+    plan: str = "auto"               # memory plan (engine.memory); "auto" picks the fastest that fits
     mcp: bool = True                 # serve the MCP endpoint when gradio[mcp] is installed
     open_browser: bool = False
 
@@ -61,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="folder with the checkpoints [HUMO_WEIGHTS_DIR]")
     p.add_argument("--outputs-dir", default=env("HUMO_OUTPUTS_DIR", "outputs"),
                    help="folder for finished videos and the gallery [HUMO_OUTPUTS_DIR]")
+    p.add_argument("--plan", default=env("HUMO_PLAN", "auto"), metavar="PLAN",
+                   help="memory plan the studio starts with: auto (the fastest that fits the GPU), or e.g. full, "
+                        "fp8, model-offload, block-offload+fp8, cpu; the page can change it [HUMO_PLAN]")
     p.add_argument("--no-mcp", action="store_true", default=not _env_bool("HUMO_MCP", True),
                    help="do not serve the MCP endpoint even when gradio[mcp] is installed [HUMO_MCP=0]")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
@@ -74,6 +78,22 @@ def parse_config(argv: list[str] | None = None) -> StudioConfig:
         auth = parse_auth(args.auth)
     except ValueError as err:
         parser.error(str(err))
+    plan = (args.plan or "auto").strip() or "auto"
+    why = plan_syntax_problem(plan)
+    if why:
+        parser.error(why)
     return StudioConfig(host=args.host, port=args.port, share=args.share, auth=auth,
                         variant=args.variant, weights_dir=args.weights_dir, outputs_dir=args.outputs_dir,
-                        mcp=not args.no_mcp, open_browser=args.open)
+                        plan=plan, mcp=not args.no_mcp, open_browser=args.open)
+
+
+def plan_syntax_problem(plan: str) -> str | None:
+    """A quick check of a --plan value without importing torch (the engine's parser checks it fully
+    at the first run): None when it looks like a plan, else what is wrong."""
+    if plan.lower() == "auto":
+        return None
+    parts = [t for t in plan.lower().replace(" ", "").split("+")]
+    if not parts or any(not t or not all(c.isalnum() or c == "-" for c in t) for t in parts) or "auto" in parts:
+        return (f"--plan {plan!r} is not a memory plan: use auto, or a base (full, fp8, model-offload, "
+                "block-offload, cpu) with optional +parts, e.g. model-offload+fp8+text-nf4.")
+    return None

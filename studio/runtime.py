@@ -1,0 +1,78 @@
+"""Process-wide state of the studio: one engine, built for the chosen engine options, and the gallery."""
+from __future__ import annotations
+
+import logging
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+
+from studio.config import StudioConfig
+
+log = logging.getLogger("humo.studio")
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """What the engine is built with. A different set takes a new engine (the weights reload)."""
+    plan: str = "auto"            # memory plan (engine.memory), "auto" picks the fastest that fits
+    attention: str = "auto"       # attention backend (engine.attention)
+    compile: bool = False         # torch.compile the DiT blocks
+
+    @classmethod
+    def from_form(cls, plan, attention, compile_) -> "EngineOptions":
+        return cls(plan=str(plan or "auto").strip() or "auto", attention=str(attention or "auto").strip() or "auto",
+                   compile=bool(compile_))
+
+
+class Runtime:
+    """One engine (created on first use, rebuilt when its options change) and the gallery."""
+
+    def __init__(self, config: StudioConfig):
+        self.config = config
+        self._engine = None
+        self._options: EngineOptions | None = None
+        self._engine_lock = threading.Lock()
+        self._gallery = None
+        self.running = threading.Event()
+        self.workdir = Path(config.outputs_dir) / ".work"
+
+    @property
+    def loaded(self) -> bool:
+        return self._engine is not None
+
+    @property
+    def options(self) -> EngineOptions | None:
+        """The options of the engine that exists now (None before the first run)."""
+        return self._options
+
+    def engine(self, options: EngineOptions | None = None):
+        """The engine for `options` (default: the launch plan). Called between runs only: the
+        generation worker holds the one-run lock (studio.jobs.ENGINE_LOCK) when it asks."""
+        options = options or EngineOptions(plan=self.config.plan)
+        with self._engine_lock:
+            if self._engine is not None and self._options != options:
+                if self.running.is_set():
+                    raise RuntimeError("the engine cannot be rebuilt while a run is active")
+                log.info("engine options changed (%s -> %s): the next run reloads the weights", self._options, options)
+                old, self._engine = self._engine, None
+                old.unload()
+            if self._engine is None:
+                from engine import Engine   # torch + diffusers load here, not at start-up
+                self._engine = Engine(weights_dir=self.config.weights_dir, plan=options.plan,
+                                      attention=None if options.attention == "auto" else options.attention,
+                                      compile=options.compile)
+                self._options = options
+            return self._engine
+
+    def cancel(self) -> bool:
+        if self._engine is not None and self.running.is_set():
+            self._engine.cancel()
+            return True
+        return False
+
+    @property
+    def gallery(self):
+        if self._gallery is None:
+            from studio.gallery import Gallery
+            self._gallery = Gallery(self.config.outputs_dir)
+        return self._gallery
