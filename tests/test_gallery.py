@@ -15,7 +15,7 @@ import pytest
 from engine.errors import EngineError, InputError, OutOfResources
 from engine.events import ResultEvent
 from engine.request import GenerationRequest
-from studio import gallery as gallery_module
+from studio.gallery import folders as gallery_folders
 from studio.gallery import DB_NAME, RECORD_NAME, Gallery, make_title
 
 
@@ -334,10 +334,10 @@ def test_disk_full_raises_out_of_resources_and_keeps_gallery(src, outputs, monke
         def fsync_disk_full(fd):
             raise OSError(errno.ENOSPC, "No space left on device")
 
-        monkeypatch.setattr(gallery_module.os, "fsync", fsync_disk_full)
+        monkeypatch.setattr(gallery_folders.os, "fsync", fsync_disk_full)
         with pytest.raises(OutOfResources) as info:
             g.add(fake_video(src, "big.mp4"), settings_for("too big"), {})
-        monkeypatch.setattr(gallery_module.os, "fsync", real_fsync)
+        monkeypatch.setattr(gallery_folders.os, "fsync", real_fsync)
         message = str(info.value)
         assert "disk is full" in message and "Free some disk space" in message and "\n" not in message
 
@@ -346,7 +346,7 @@ def test_disk_full_raises_out_of_resources_and_keeps_gallery(src, outputs, monke
 
         # Too little free space is refused before anything is written.
         usage = shutil.disk_usage(outputs)
-        monkeypatch.setattr(gallery_module.shutil, "disk_usage",
+        monkeypatch.setattr(gallery_folders.shutil, "disk_usage",
                             lambda path: usage._replace(free=10_000))
         with pytest.raises(OutOfResources, match=r"Not enough disk space .*0\.0 MB free"):
             g.add(fake_video(src, "big2.mp4", 50_000), settings_for("too big again"), {})

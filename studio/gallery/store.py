@@ -1,0 +1,243 @@
+"""The `Gallery` facade: keep, list, fetch, delete and reuse finished runs.
+
+The public operations live here; the connection, recovery and row conversions come
+from `GalleryIndex` (index.py), the file handling from folders.py and the record
+format from records.py.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engine.errors import InputError
+
+from .folders import (STAGING_PREFIX, TRASH_PREFIX, atomic_copy, atomic_write_text, check_free_space,
+                      os_error)
+from .index import GalleryIndex, db_error, rollback
+from .records import (RECORD_FORMAT, RECORD_NAME, RECORD_VERSION, CheckReport, Entry, entry_from_record,
+                      is_safe_id, jsonable, make_title, new_id, no_inputs, plan_inputs, settings_for_form)
+
+
+class Gallery(GalleryIndex):
+    """The store behind the studio's gallery. Safe to share between threads."""
+
+    def add(self, video_path: str | os.PathLike, settings: dict[str, Any], timings: dict[str, Any] | None = None,
+            thumbnail_path: str | os.PathLike | None = None, title: str | None = None, *,
+            move: bool = False, keep_inputs: bool = True) -> Entry:
+        """Keep a finished run. Copies (or, with `move=True`, moves) the files into the gallery.
+
+        With `keep_inputs` the reference images and the voice clip named in `settings` are
+        copied too (into `inputs/`), so "reuse these settings" still works after the upload
+        cache is cleaned.
+
+        Raises InputError when the video is missing, OutOfResources when the disk is full;
+        in both cases nothing is left behind and the gallery is unchanged.
+        """
+        src = Path(video_path)
+        if not src.is_file():
+            raise InputError(f"Cannot add to the gallery: the video file {src} does not exist.")
+        thumb_src = Path(thumbnail_path) if thumbnail_path else None
+        if thumb_src is not None and not thumb_src.is_file():
+            thumb_src = None           # a missing thumbnail must not cost the user the video
+        settings = jsonable(dict(settings or {}))
+        timings = jsonable(dict(timings or {}))
+        kept_inputs, input_copies = plan_inputs(settings) if keep_inputs else (no_inputs(), [])
+        check_free_space(self.root, src, thumb_src, *(path for path, _ in input_copies))
+
+        entry_id = new_id()
+        created_at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        video_name = entry_id + (src.suffix.lower() or ".mp4")
+        thumb_name = ("thumbnail" + (thumb_src.suffix.lower() or ".png")) if thumb_src else None
+        record = {
+            "format": RECORD_FORMAT,
+            "version": RECORD_VERSION,
+            "id": entry_id,
+            "created_at": created_at,
+            "title": (title or "").strip() or make_title(settings.get("prompt")),
+            "video": video_name,
+            "thumbnail": thumb_name,
+            "settings": settings,
+            "timings": timings,
+            "inputs": kept_inputs,
+        }
+
+        staging = self.root / (STAGING_PREFIX + entry_id)
+        final = self.root / entry_id
+        try:
+            staging.mkdir()
+            atomic_copy(src, staging / video_name)
+            if thumb_src is not None:
+                atomic_copy(thumb_src, staging / thumb_name)
+            for path, name in input_copies:
+                (staging / name).parent.mkdir(exist_ok=True)
+                atomic_copy(path, staging / name)
+            atomic_write_text(staging / RECORD_NAME, json.dumps(record, indent=2, ensure_ascii=False))
+        except BaseException as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            if isinstance(err, FileNotFoundError):
+                raise InputError(f"Cannot add to the gallery: the file {err.filename} disappeared while "
+                                 "it was being copied. Generate the video again.") from None
+            if isinstance(err, OSError):
+                raise os_error(err, "Could not save the video to the gallery") from None
+            raise
+
+        entry = entry_from_record(record, final)
+        try:
+            self._with_db(lambda conn: self._insert_and_place(conn, entry, staging, final))
+        except BaseException as err:
+            shutil.rmtree(staging, ignore_errors=True)
+            shutil.rmtree(final, ignore_errors=True)
+            if isinstance(err, sqlite3.Error):
+                raise db_error(err, "Could not add the video to the gallery index") from None
+            if isinstance(err, OSError):
+                raise os_error(err, "Could not save the video to the gallery") from None
+            raise
+        if move:
+            for path in (src, thumb_src):
+                if path is not None:
+                    try:
+                        path.unlink()
+                    except OSError:
+                        pass           # the copy is safe in the gallery; a leftover source is harmless
+        return entry
+
+    def add_result(self, result: Any, thumbnail_path: str | os.PathLike | None = None,
+                   title: str | None = None, *, move: bool = False) -> Entry:
+        """Keep the run described by an `engine.events.ResultEvent`.
+
+        The video length comes from its frames and fps (`duration_s` is not used: it is not
+        documented whether that is the video length or the time the run took).
+        """
+        settings = dict(getattr(result, "settings", None) or {})
+        resolved = dict(settings.get("resolved") or {})
+        for key in ("frames", "width", "height", "fps", "seed"):
+            value = getattr(result, key, None)
+            if value is not None:
+                resolved[key] = value
+        settings["resolved"] = resolved
+        return self.add(result.video_path, settings, dict(getattr(result, "timings", None) or {}),
+                        thumbnail_path=thumbnail_path, title=title, move=move)
+
+    def list(self, limit: int = 100, offset: int = 0) -> list[Entry]:
+        """Entries newest first, skipping those whose video file is gone (see `check()`)."""
+        limit, offset = max(int(limit), 0), max(int(offset), 0)
+        ids = self._available_ids()[offset:offset + limit]
+        if not ids:
+            return []
+        marks = ",".join("?" * len(ids))
+        rows = self._with_db(lambda conn: conn.execute(
+            f"SELECT * FROM entries WHERE id IN ({marks})", ids).fetchall())
+        by_id = {row["id"]: self._entry_from_row(row) for row in rows}
+        return [by_id[i] for i in ids if i in by_id]
+
+    def count(self) -> int:
+        """How many entries `list()` can show (those whose video exists)."""
+        return len(self._available_ids())
+
+    def gradio_items(self, limit: int = 100, offset: int = 0) -> list[tuple[str, str]]:
+        """(image or video path, caption) pairs, the value a `gr.Gallery` takes."""
+        return [(str(e.thumbnail if e.thumbnail is not None and e.thumbnail.is_file() else e.video), e.title)
+                for e in self.list(limit, offset)]
+
+    def get(self, entry_id: str) -> Entry | None:
+        """The entry with this id (even if its video is gone: its settings are still useful)."""
+        rows = self._with_db(lambda conn: conn.execute("SELECT * FROM entries WHERE id = ?",
+                                                       (str(entry_id),)).fetchall())
+        return self._entry_from_row(rows[0]) if rows else None
+
+    def delete(self, entry_id: str) -> bool:
+        """Remove the entry and its files. False when there was no such entry."""
+        entry_id = str(entry_id)
+        if not is_safe_id(entry_id):
+            return False
+        folder = self.root / entry_id
+        trash = self.root / (TRASH_PREFIX + entry_id)
+
+        def remove(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("DELETE FROM entries WHERE id = ?", (entry_id,)).rowcount > 0
+                moved = False
+                if folder.is_dir():
+                    os.replace(folder, trash)
+                    moved = True
+                try:
+                    conn.execute("COMMIT")
+                except BaseException:
+                    if moved:
+                        os.replace(trash, folder)
+                    raise
+            except BaseException:
+                rollback(conn)
+                raise
+            return found or moved
+
+        try:
+            found = self._with_db(remove)
+        except sqlite3.Error as err:
+            raise db_error(err, "Could not delete the gallery entry") from None
+        shutil.rmtree(trash, ignore_errors=True)
+        return found
+
+    def reuse_settings(self, entry_id: str) -> dict[str, Any]:
+        """The settings to fill the form with, to make the same video again.
+
+        A `GenerationRequest`-shaped dict: what the user asked for, with the values the
+        engine actually used filled in (so a random seed becomes the seed that ran).
+        `out_path` is dropped so a new run never overwrites the kept video.
+        Raises KeyError for an unknown id.
+        """
+        entry = self.get(entry_id)
+        if entry is None:
+            raise KeyError(f"No gallery entry {entry_id!r}.")
+        form = settings_for_form(entry.settings)
+        audio = entry.inputs.get("audio")
+        if audio is not None and audio.is_file():
+            form["audio"] = str(audio)
+        images = list(form.get("images") or [])
+        for i, kept in enumerate(entry.inputs.get("images") or []):
+            if kept is not None and kept.is_file() and i < len(images):
+                images[i] = str(kept)
+        if "images" in form:
+            form["images"] = images
+        source = entry.inputs.get("audio_source")
+        studio = (form.get("metadata") or {}).get("studio")
+        if source is not None and source.is_file() and isinstance(studio, dict):
+            studio["audio_source"] = str(source)
+        return form
+
+    def path_for(self, entry: Entry | str) -> Path:
+        """The folder that holds the files of this entry (or entry id)."""
+        entry_id = entry.id if isinstance(entry, Entry) else str(entry)
+        if not is_safe_id(entry_id):
+            raise KeyError(f"Not a gallery entry id: {entry_id!r}.")
+        return self.root / entry_id
+
+    def check(self, repair: bool = False) -> CheckReport:
+        """Report entries whose files are gone. With `repair=True`, drop entries without a video."""
+        report = CheckReport(recovered=list(self.recovered),
+                             unreadable_records=list(self.unreadable_records),
+                             corrupt_backup=str(self.corrupt_backup) if self.corrupt_backup else None)
+        for entry in self._iter_entries():
+            if not entry.available:
+                report.missing_videos.append(entry.id)
+            elif entry.thumbnail is not None and not entry.thumbnail.is_file():
+                report.missing_thumbnails.append(entry.id)
+        if repair:
+            for entry_id in report.missing_videos:
+                self.delete(entry_id)
+        return report
+
+    def __enter__(self) -> "Gallery":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __len__(self) -> int:
+        return self.count()
