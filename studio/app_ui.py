@@ -317,7 +317,7 @@ def wire_performance(ui, rt: Runtime):
 
     ui.perf_acc.expand(load_performance, [*job_inputs, ui.plan, ui.fast_mode, ui.attention],
                        [ui.plan, ui.fast_mode, ui.attention, ui.plan_md, ui.fast_md, ui.perf_loaded],
-                       api_visibility="private")
+                       api_visibility="private", queue=False)
 
     def refresh_plan_line(loaded, v, w, h, fr, m, plan):
         if not loaded:          # the panel was never opened: keep torch out of the page's start
@@ -326,13 +326,15 @@ def wire_performance(ui, rt: Runtime):
 
     for comp in (*job_inputs, ui.plan):
         comp.change(refresh_plan_line, [ui.perf_loaded, *job_inputs, ui.plan], ui.plan_md,
-                    api_visibility="private", trigger_mode="always_last")
+                    api_visibility="private", trigger_mode="always_last", queue=False)
 
     def on_variant(loaded, v, plan):
         return gr.update(choices=performance.plan_choices(v), value=plan) if loaded else gr.skip()
 
-    ui.variant.change(on_variant, [ui.perf_loaded, ui.variant, ui.plan], ui.plan, api_visibility="private")
-    ui.fast_mode.change(performance.fast_info, ui.fast_mode, ui.fast_md, api_visibility="private")
+    # Panel events stay off the queue: they must not wait behind (or hold up) a generation.
+    ui.variant.change(on_variant, [ui.perf_loaded, ui.variant, ui.plan], ui.plan, api_visibility="private",
+                      queue=False)
+    ui.fast_mode.change(performance.fast_info, ui.fast_mode, ui.fast_md, api_visibility="private", queue=False)
 
     def engine_note(plan, attention, compile_):
         wanted = EngineOptions.from_form(plan, attention, compile_)
@@ -379,7 +381,8 @@ def wire_generate(ui, rt: Runtime, config: StudioConfig, gallery_list, engine_no
 
     def cancel():
         """Stop the running generation; the studio stays ready for the next one."""
-        stopped = rt.cancel()
+        # Wait (briefly) for the run to stop: its last progress update must not land after this message.
+        stopped = rt.cancel(wait_s=15.0)
         return status_html(message="Cancelled. Ready for the next run." if stopped else "Nothing to cancel.")
 
     ui.cancel_btn.click(cancel, None, ui.status, api_name="cancel", cancels=[gen_event], queue=False)

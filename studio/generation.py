@@ -77,7 +77,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[],
             # Runs on the worker, under the one-run lock: the engine is rebuilt here when the
             # options changed, never while another run is active.
             eng = rt.engine(options)
-            rt.running.set()
+            rt.begin_run()
             try:
                 for ev in eng.generate(req):
                     # The engine has resolved its plan by the first stage after loading; the MP4's
@@ -86,7 +86,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[],
                         record_engine_choices(extras, eng)
                     yield ev
             finally:
-                rt.running.clear()
+                rt.end_run()
 
         reloading = not rt.loaded or rt.options != options
         yield status_html(RunState(stage="loading" if reloading else "queued")), None, None, "", keep

@@ -34,6 +34,8 @@ class Runtime:
         self._engine_lock = threading.Lock()
         self._gallery = None
         self.running = threading.Event()
+        self._idle = threading.Event()
+        self._idle.set()
         self.workdir = Path(config.outputs_dir) / ".work"
 
     @property
@@ -64,9 +66,21 @@ class Runtime:
                 self._options = options
             return self._engine
 
-    def cancel(self) -> bool:
+    def begin_run(self) -> None:
+        self._idle.clear()
+        self.running.set()
+
+    def end_run(self) -> None:
+        self.running.clear()
+        self._idle.set()
+
+    def cancel(self, wait_s: float = 0.0) -> bool:
+        """Ask the running generation to stop; with `wait_s`, also wait (up to that long) until it
+        has stopped, so the page says "ready" only when it is."""
         if self._engine is not None and self.running.is_set():
             self._engine.cancel()
+            if wait_s > 0:
+                self._idle.wait(wait_s)
             return True
         return False
 

@@ -1,6 +1,7 @@
 """The studio's API through gradio_client, against the real app and engine (tiny variant):
 a generation streams its progress and ends with a playable MP4 that lands in the gallery;
-reuse_settings returns the run's settings; bad input is a readable message, not a crash."""
+reuse_settings returns the run's settings; a fast mode and a memory plan travel with the run;
+/memory_plan answers with the engine's choice and estimate; bad input is a readable message."""
 from __future__ import annotations
 
 import time
@@ -26,7 +27,9 @@ def studio(tmp_path_factory):
 
 
 def generate_args(s, prompt=PROMPT, width=128, steps=6, seed=99):
-    # The order of the `generate` inputs (see studio.app_ui.FORM_KEYS).
+    # The order of the `generate` inputs (see studio.form.FORM_KEYS). The performance inputs
+    # (plan, fast mode, attention, compile) come last and are left out here: callers written
+    # before they existed must keep working.
     return ["tiny", "TIA", prompt, "", [handle_file(str(s["photo"]))], handle_file(str(s["voice"])), 0, 0,
             "Original clip", False, 1.0, "128x96" if width == 128 else "custom", width, 96, False, 17, steps, 5.0, 7.0, 4.0, 7.5, seed]
 
@@ -35,7 +38,7 @@ def test_api_lists_every_action(studio):
     names = set(studio["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
     for name in ("/generate", "/cancel", "/isolate_voice", "/gallery_list", "/gallery_get", "/gallery_delete",
                  "/reuse_settings", "/weights_status", "/make_tiny_weights", "/download_weights",
-                 "/apply_preset", "/random_seed"):
+                 "/apply_preset", "/random_seed", "/memory_plan"):
         assert name in names, f"{name} missing from {sorted(names)}"
 
 
@@ -84,6 +87,65 @@ def test_generate_streams_progress_and_returns_video(studio):
     assert meta["prompt"] == PROMPT and meta["seed"] == 99 and meta["steps"] == 6
     assert meta["metadata"]["studio"]["lips"] == "Original clip"
     assert info["has_audio"] and info["frames"] == 17
+    # Left-out performance inputs: exact mode with the launch plan (auto).
+    assert meta["fast_mode"] is None and meta["metadata"]["studio"]["plan"] == "auto"
+    assert list(settings[22:26]) == ["auto", "exact", "auto", False]
+
+
+def test_memory_plan_for_a_gpu_size(studio):
+    """The 1.7B at 832×480, 97 frames, for given GPU sizes: a plan that fits, with its estimate."""
+    client = studio["client"]
+    roomy = client.predict("humo-1.7b", 832, 480, 97, "TIA", 80, api_name="/memory_plan")
+    small = client.predict("humo-1.7b", 832, 480, 97, "TIA", 12, api_name="/memory_plan")
+    for answer, gib in ((roomy, 80), (small, 12)):
+        assert answer["plan"] and answer["device"] == "cuda" and answer["vram_gb"] == gib, answer
+        est = answer["estimate"]
+        assert est["plan"] == answer["plan"] and (est["width"], est["height"], est["frames"]) == (832, 480, 97)
+        assert 0 < est["peak_bytes"] <= answer["budget_bytes"] < gib * 1024**3
+        assert {p["name"] for p in est["parts"]} == {"text", "audio", "vae", "dit"}
+        assert answer["description"].startswith(answer["plan"] + ":")
+    # Less memory: a leaner plan, slower or lossy, never the same peak as the roomy one.
+    assert small["estimate"]["peak_bytes"] < roomy["estimate"]["peak_bytes"]
+    assert small["plan"] != roomy["plan"]
+    none_fit = client.predict("humo-1.7b", 832, 480, 97, "TIA", 1, api_name="/memory_plan")
+    assert none_fit["plan"] is None and "No memory plan fits" in none_fit["error"]
+
+
+def test_memory_plan_for_this_machine(studio):
+    import torch
+
+    answer = studio["client"].predict("tiny", 128, 96, 17, "TI", api_name="/memory_plan")
+    assert answer["mode"] == "TI" and answer["estimate"]["peak_bytes"] > 0
+    if torch.cuda.is_available():
+        assert answer["device"] == "cuda" and answer["plan"] and answer["budget_bytes"] > 0
+    else:
+        assert answer["device"] == "cpu" and answer["plan"] == "cpu" and answer["budget_bytes"] is None
+        assert any("CPU" in n for n in answer["notes"])
+    with pytest.raises(Exception, match="Unknown variant"):
+        studio["client"].predict("no-such-model", 128, 96, 17, api_name="/memory_plan")
+
+
+def test_fast_mode_and_plan_travel_with_the_run(studio):
+    from engine.fast import FAST_MODES
+
+    client = studio["client"]
+    local = client.predict("tiny", 128, 96, 17, "TIA", api_name="/memory_plan")
+    status, _preview, video, summary, _grid = client.predict(
+        *generate_args(studio, steps=5, seed=7), "auto", "fewer-steps", "auto", False, api_name="/generate")
+    assert "Done:" in status, status
+    assert "fewer-steps (approximate)" in summary, summary
+    entry_id = status.split("Done:")[1].split("<")[0].strip()
+
+    from engine.media import probe_mp4
+    meta = probe_mp4(video["video"] if isinstance(video, dict) else video)["metadata"]["humo_studio"]
+    assert meta["fast_mode"] == "fewer-steps"
+    assert meta["steps"] == FAST_MODES["fewer-steps"].steps_for(5) < 5      # the steps that ran
+    studio_meta = meta["metadata"]["studio"]
+    assert studio_meta["plan"] == "auto" and studio_meta["plan_used"] == local["plan"]
+
+    settings = client.predict(entry_id, api_name="/reuse_settings")
+    assert settings[16] == 5 and settings[21] == 7          # the steps asked for, the seed
+    assert list(settings[22:26]) == ["auto", "fewer-steps", "auto", False]
 
 
 def test_bad_input_is_a_message_and_the_app_keeps_serving(studio):

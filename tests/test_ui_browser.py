@@ -175,8 +175,36 @@ def test_gallery_survives_an_app_restart(env):
         page.close()
 
 
-def test_controls_follow_mode_and_model(env, page):
-    """Only the guidance the model + mode use is shown; Text + Image has no audio at all."""
+def open_performance(page) -> str:
+    """Open the Performance panel; returns its plan line once the engine has filled it in."""
+    page.locator("#perf-acc").get_by_text("Performance").first.click()
+    page.wait_for_function("() => (document.querySelector('#plan-line')?.innerText || '').includes('GiB')",
+                           timeout=90_000)
+    return page.locator("#plan-line").inner_text()
+
+
+def test_performance_panel_and_controls_follow_mode_and_model(env, page):
+    """The Performance panel names the plan auto picks here, with its estimated peak, and marks every
+    fast mode approximate. Only the guidance the model + mode use is shown; Text + Image has no audio."""
+    import torch
+
+    from engine.fast import FAST_MODES
+
+    line = open_performance(page)
+    assert "Tiny" in line and "128×96" in line, line
+    assert ("No GPU here: the run uses the CPU" in line) != torch.cuda.is_available(), line
+    assert re.search(r"(auto picks|plan) `?[a-z0-9+-]+`?", line) and "Estimated" in line, line
+    page.locator("#fast-mode input").click()
+    options = [t.replace("✓", "").strip() for t in page.get_by_role("listbox").get_by_role("option").all_inner_texts()]
+    assert options[0] == "Exact (default)", options
+    assert len(options) == 1 + len(FAST_MODES) and all("(approximate)" in o for o in options[1:]), options
+    page.get_by_role("option", name=re.compile("^Faster")).click()
+    page.wait_for_function("() => (document.querySelector('#fast-info')?.innerText || '').includes('differs')",
+                           timeout=30_000)
+    assert FAST_MODES["faster"].description in page.locator("#fast-info").inner_text()
+    page.locator("#perf-acc").scroll_into_view_if_needed()
+    screenshot(page, "performance")
+
     assert page.locator("#scale-i").is_visible() and page.locator("#scale-a").is_visible()
     page.locator("#mode-tabs").get_by_role("tab", name="Text + Image", exact=True).click()
     page.locator("#audio-in").wait_for(state="hidden", timeout=10_000)
@@ -191,3 +219,6 @@ def test_controls_follow_mode_and_model(env, page):
     assert page.locator("#steps input[type=number]").input_value() == "50"
     assert "Download weights" in page.locator("#download-weights").inner_text()
     assert "python -m engine download --variant humo-17b" in page.locator("#weights-status").inner_text()
+    # The plan line follows the model and its size.
+    page.wait_for_function("() => (document.querySelector('#plan-line')?.innerText || '').includes('HuMo-17B')",
+                           timeout=90_000)

@@ -7,9 +7,9 @@ import subprocess
 import sys
 
 import pytest
-from gradio_client import Client
+from gradio_client import Client, handle_file
 
-from conftest_ui import ROOT, StudioProcess, child_env, free_port
+from conftest_ui import ROOT, StudioProcess, child_env, free_port, portrait
 
 
 def test_first_page_fast_and_without_torch(tmp_path):
@@ -33,13 +33,35 @@ def test_flags_win_over_environment(monkeypatch):
     monkeypatch.setenv("HUMO_OUTPUTS_DIR", "/srv/o")
     monkeypatch.setenv("HUMO_AUTH", "ann:secret")
     monkeypatch.setenv("HUMO_SHARE", "1")
+    monkeypatch.setenv("HUMO_PLAN", "model-offload+fp8")
     c = parse_config([])
-    assert (c.host, c.port, c.variant, c.weights_dir, c.outputs_dir, c.auth, c.share) == \
-        ("0.0.0.0", 9000, "humo-17b", "/srv/w", "/srv/o", ("ann", "secret"), True)
-    c = parse_config(["--port", "7000", "--variant", "tiny", "--auth", "bo:pw"])
-    assert (c.port, c.variant, c.auth) == (7000, "tiny", ("bo", "pw"))
+    assert (c.host, c.port, c.variant, c.weights_dir, c.outputs_dir, c.auth, c.share, c.plan) == \
+        ("0.0.0.0", 9000, "humo-17b", "/srv/w", "/srv/o", ("ann", "secret"), True, "model-offload+fp8")
+    c = parse_config(["--port", "7000", "--variant", "tiny", "--auth", "bo:pw", "--plan", "auto"])
+    assert (c.port, c.variant, c.auth, c.plan) == (7000, "tiny", ("bo", "pw"), "auto")
     with pytest.raises(SystemExit):
         parse_config(["--auth", "nopassword"])
+    with pytest.raises(SystemExit):
+        parse_config(["--plan", "full++fp8"])
+    monkeypatch.delenv("HUMO_PLAN")
+    assert parse_config([]).plan == "auto"
+
+
+def test_launch_plan_is_the_page_default_and_the_engine_plan(tmp_path):
+    """--plan reaches the page's Performance panel; an unusable one is a readable message at the run."""
+    app = StudioProcess(tmp_path / "w", tmp_path / "o", tmp_path / "log.txt", extra_args=("--plan", "no-such-plan"))
+    app.start()
+    try:
+        client = Client(app.url, verbose=False)
+        params = client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]
+        assert [p["parameter_default"] for p in params[-4:]] == ["no-such-plan", "exact", "auto", False], params[-4:]
+        photo = portrait(tmp_path / "portrait.png")
+        status = client.predict("tiny", "TI", "A person talks.", "", [handle_file(str(photo))], None, 0, 0,
+                                "Original clip", False, 1.0, "128x96", 128, 96, False, 9, 2, 5.0, 7.0, 4.0, 7.5, 1,
+                                api_name="/generate")[0]
+        assert "Unknown memory plan part 'no-such-plan'" in status and "Traceback" not in status, status
+    finally:
+        app.stop()
 
 
 def test_share_without_network_keeps_serving_and_says_why(tmp_path):
