@@ -1,0 +1,115 @@
+"""Activations: the size of a run (`Job`) and the peak working memory of each stage."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from engine.memory.counts import _dtype_bytes
+from engine.variants import Variant
+
+# -- activation model constants (bytes; see estimate_* below for where each one enters) --------
+# DiT, per token and per pass run together, the largest of three phases of a block:
+#   residual add : 4 tensors of width `dim` in the compute dtype (block input, new hidden states,
+#                  the norm, the branch output) + 3 float32 temporaries (the block upcasts
+#                  hidden states, gate product and sum): (4·cb + 12)·dim
+#   feed-forward : 3·cb·dim (input, hidden, norm) + 2·cb·ffn (projection and GELU output)
+#   attention    : 7·cb·dim (input, norm, q, k, v, rotary output, attention output)
+#                  + 4·dim (float32 halves inside the rotary embedding)
+# SDPA/flash attention keeps no tokens×tokens matrix. The result is scaled by ACT_SLACK for the
+# caching allocator's fragmentation and kernel workspaces (not measured on a GPU yet).
+ACT_SLACK = 1.25
+# Wan VAE: it decodes one latent frame at a time (4 video frames) with causal-conv caches, so its
+# working set scales with pixels × channels, not with the clip length. Bytes per output pixel per
+# base channel (96 for the real VAE) per compute-dtype byte: 45, calibrated on CPU with the tiny
+# VAE (base dim 16, float32; 42 measured between 256² and 512² frames) and consistent with a count
+# of the caches and temporaries of the full-resolution decoder stage.
+VAE_BYTES_PER_PX_CH = 45
+
+
+@dataclass(frozen=True)
+class Job:
+    """The size of one run, as far as memory is concerned."""
+    width: int
+    height: int
+    frames: int                    # video frames (snapped to 4k+1)
+    images: int = 1                # reference images R (TA mode: one zero frame)
+    mode: str = "TIA"
+    steps: int = 50
+
+    @property
+    def latent_frames(self) -> int:
+        return (self.frames - 1) // 4 + 1
+
+    def tokens(self, shape) -> int:
+        """(T + R) · (H/16) · (W/16) for patch (1, 2, 2)."""
+        pt, ph, pw = shape.patch_size
+        return (self.latent_frames + self.images) // pt * (self.height // 8 // ph) * (self.width // 8 // pw)
+
+
+def passes_per_step(variant: Variant, mode: str) -> int:
+    from engine.guidance import plan_for
+
+    return len(plan_for(variant.reference, mode, 999.0, variant.defaults.switch_t).passes)
+
+
+def dit_activation_bytes(shape, job: Job, batch: int, compute: torch.dtype) -> int:
+    """Peak of one DiT forward (batch = passes run together); see the constants at the top."""
+    cb = _dtype_bytes(compute)
+    s, d, f = job.tokens(shape), shape.dim, shape.ffn_dim
+    residual = (4 * cb + 12) * d
+    ffn = 3 * cb * d + 2 * cb * f
+    attention = 7 * cb * d + 4 * d
+    per_token = max(residual, ffn, attention)
+    head_dim = d // shape.num_heads
+    fixed = (2 * shape.text_len * d * cb                        # text embedding MLP in/out
+             + s * head_dim * 4 * 2                             # RoPE cos/sin for every token
+             + (shape.in_dim + 16) * s * 4 * 4 * 4)             # inputs, output and its float32 copies
+    return int(ACT_SLACK * batch * (s * per_token + fixed))
+
+
+def latents_bytes(job: Job) -> int:
+    """The solver's float32 state on the device: latents, noise, a few model outputs (order 2),
+    the conditions (reference latents, y)."""
+    n = 16 * (job.latent_frames + job.images) * (job.height // 8) * (job.width // 8)
+    return 8 * n * 4
+
+
+def vae_activation_bytes(base_dim: int, job: Job, compute: torch.dtype, tile: int | None, decode: bool) -> int:
+    """Peak of a decode (or of the encodes before denoising) at this size."""
+    cb = _dtype_bytes(compute)
+    w, h = job.width, job.height
+    tiled = tile is not None and (w > tile or h > tile)
+    px = tile * tile if tiled else w * h
+    work = VAE_BYTES_PER_PX_CH * base_dim * cb * px
+    if not decode:
+        # Reference images (one frame each) and, for the 17B, the all-zero video of T+R latent frames.
+        frames = 1 + 4 * (job.latent_frames + job.images - 1)
+        return work + 3 * frames * w * h * cb
+    out = 3 * job.frames * w * h * cb
+    out32 = 3 * job.frames * w * h * 4
+    final = out + 2 * out32                                     # the engine's float copy and clamp
+    if tiled:
+        stride = tile * 3 // 4
+        overlap = (tile / stride) ** 2
+        return int(max(work + overlap * out, (overlap + 2) * out, final))
+    return int(max(work + 2 * out, final))
+
+
+def text_activation_bytes(cfg: dict, compute: torch.dtype, largest_linear: int) -> int:
+    """One prompt of 512 tokens: hidden states, the FFN, the position bias and attention scores
+    (eager attention), and one dequantized weight for bitsandbytes layers."""
+    cb = _dtype_bytes(compute)
+    L = 512
+    return (4 * L * cfg["d_model"] * 4 + 3 * L * cfg["d_ff"] * cb + 3 * cfg["num_heads"] * L * L * 4
+            + largest_linear * cb)
+
+
+def audio_activation_bytes(cfg: dict, compute: torch.dtype) -> int:
+    """One 30 s window: all 33 hidden states kept and stacked (float32 copy), one layer's FFN and
+    attention scores."""
+    cb = _dtype_bytes(compute)
+    t, c = cfg["max_source_positions"], cfg["d_model"]
+    states = (cfg["encoder_layers"] + 1) * t * c
+    return (states * (2 * cb + 4) + 3 * t * cfg["encoder_ffn_dim"] * cb
+            + 3 * cfg["encoder_attention_heads"] * t * t * 4 + 2 * cfg["num_mel_bins"] * 3000 * 4)

@@ -1,0 +1,76 @@
+"""How component weights are stored and moved: fp8 layerwise casting for the DiT, bitsandbytes
+8-bit / NF4 layers for the umT5 encoder, its tied embedding, and moves that reach bitsandbytes states."""
+from __future__ import annotations
+
+import torch
+
+# HuMoAudioProjection casts its input to linear_1's weight dtype, which is the storage dtype (fp8)
+# under layerwise casting; it is small (39 M parameters in the real models), so it stays unquantized.
+FP8_EXTRA_SKIP = ("audio_proj",)
+
+
+def enable_fp8(model, compute_dtype: torch.dtype) -> None:
+    """Store the DiT's linear weights in float8 e4m3 and cast each layer up only while it runs."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
+                                   skip_modules_pattern=tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_EXTRA_SKIP)
+
+
+def tie_text_embeddings(model) -> None:
+    """umT5's `shared` and `encoder.embed_tokens` come from one checkpoint tensor; the loader can
+    leave two copies (one per name) when it converts dtype or device. Keep one: 2.1 GB for XXL."""
+    shared, embed = getattr(model, "shared", None), getattr(model.encoder, "embed_tokens", None)
+    if shared is not None and embed is not None and shared.weight is not embed.weight \
+            and shared.weight.shape == embed.weight.shape:
+        embed.weight = shared.weight
+
+
+def quantizable_linears(model) -> list[torch.nn.Linear]:
+    """The umT5 linears bitsandbytes quantizes: every nn.Linear of the encoder blocks."""
+    return [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".block." in f".{name}"]
+
+
+def quantize_linears(model: torch.nn.Module, mode: str, compute_dtype: torch.dtype, device: str) -> None:
+    """Replace the umT5 block linears by bitsandbytes 8-bit or NF4 layers, quantized on `device`."""
+    import warnings
+
+    import bitsandbytes as bnb
+
+    # Expected: 8-bit matmuls quantize their float inputs through float16.
+    warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
+    targets = {id(m) for m in quantizable_linears(model)}
+    for parent in list(model.modules()):
+        for child_name, child in list(parent.named_children()):
+            if id(child) not in targets:
+                continue
+            w = child.weight.data.to(torch.float32)
+            if mode == "int8":
+                new = bnb.nn.Linear8bitLt(child.in_features, child.out_features, bias=child.bias is not None,
+                                          has_fp16_weights=False, threshold=0.0)
+                new.weight = bnb.nn.Int8Params(w, requires_grad=False, has_fp16_weights=False)
+            else:
+                new = bnb.nn.Linear4bit(child.in_features, child.out_features, bias=child.bias is not None,
+                                        compute_dtype=compute_dtype, quant_type="nf4", compress_statistics=True)
+                new.weight = bnb.nn.Params4bit(w, requires_grad=False, quant_type="nf4", compress_statistics=True)
+                # bitsandbytes repacks 4-bit weights on some CPUs at the first call (it needs whole blocks
+                # per row, and changes the layout the estimate counts): keep the one GPU-style layout.
+                new.support_avx512bf16_for_cpu = False
+            if child.bias is not None:
+                new.bias = torch.nn.Parameter(child.bias.data, requires_grad=False)
+            new = new.to(device)
+            if mode == "int8":
+                new.init_8bit_state()  # the row scales live in the layer state from now on (moved by .to)
+            setattr(parent, child_name, new.eval())
+
+
+def _is_bnb(m: torch.nn.Module) -> bool:
+    return type(m).__module__.startswith("bitsandbytes")
+
+
+def move_module(module: torch.nn.Module, device) -> None:
+    """module.to(device), plus the bitsandbytes layer states that Module.to does not reach."""
+    module.to(device)
+    for m in module.modules():
+        if _is_bnb(m):
+            m.to(device)
