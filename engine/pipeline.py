@@ -28,6 +28,7 @@ FPS = 25
 MAX_SIDE = 2048
 MIN_SIDE = 32
 MAX_AUDIO_SECONDS = 15 * 60  # decoded at all; longer uploads are refused before decoding
+OUTPUT_AUDIO_SR = 44100
 
 
 @dataclass
@@ -400,7 +401,10 @@ class Engine:
         out_path = request.out_path or tempfile.NamedTemporaryFile(prefix="humo-", suffix=".mp4", delete=False).name
         settings = res.settings(request)
         settings["fast_mode"] = fast.name if fast is not None else None
-        media.write_mp4(frames_u8, out_path, fps=FPS, audio=wave, audio_sr=16000,
+        # The features used 16 kHz; the video gets the clip at 44.1 kHz, as people will listen to it.
+        out_audio = None if wave is None else media.load_audio(request.audio, sr=OUTPUT_AUDIO_SR,
+                                                              max_seconds=MAX_AUDIO_SECONDS)
+        media.write_mp4(frames_u8, out_path, fps=FPS, audio=out_audio, audio_sr=OUTPUT_AUDIO_SR,
                         metadata={"humo_studio": settings})
         timings["write_s"] = time.perf_counter() - t
         timings["total_s"] = time.perf_counter() - t_start

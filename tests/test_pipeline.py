@@ -58,6 +58,9 @@ def test_cli_make_tiny_then_generate_makes_a_playable_mp4(tiny_weights, inputs, 
     assert info["fps"] == 25
     assert info["frames"] == min(expected_frames, int(np.ceil(samples / 16000 * 25)))
     assert info["has_audio"]
+    from engine.media import audio_info
+
+    assert audio_info(out)["sample_rate"] == 44100  # the clip at listening quality, not the 16 kHz features
     assert abs(info["duration_s"] - min(expected_frames / 25, samples / 16000)) <= 0.08
     assert info["metadata"]["humo_studio"]["seed"] == 7
     assert f"wrote {out}" in proc.stdout
