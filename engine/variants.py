@@ -6,7 +6,7 @@
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 
 @dataclass(frozen=True)
@@ -100,18 +100,14 @@ TINY = Variant(
 
 # The 17B layout (y on the channel axis, time-adaptive guidance) at tiny sizes: proves that path
 # end to end on CPU. Not offered in the studio's picker; usable from the CLI and tests.
-TINY_17B = Variant(
+TINY_17B = replace(
+    TINY,
     name="tiny-17b",
     label="Tiny 17B-layout (random weights — pipeline check, not a real model)",
     reference="channel",
-    dit=DiTShape(dim=64, ffn_dim=128, num_heads=2, num_layers=2, in_dim=36, text_dim=32,
-                 audio_channels=32, audio_intermediate_dim=48, audio_dim=64),
-    defaults=Defaults(steps=4, shift=5.0, scale_t=5.0, scale_a=5.5, scale_i=None, switch_t=980,
-                      width=128, height=96, frames=17),
+    dit=replace(TINY.dit, in_dim=36),
+    defaults=replace(TINY.defaults, scale_t=5.0, scale_a=5.5, scale_i=None, switch_t=980),
     dit_files=("tiny-17b/dit/humo.safetensors.index.json",),
-    vae_file=TINY.vae_file, t5_file=TINY.t5_file, tokenizer_dir=TINY.tokenizer_dir, whisper_dir=TINY.whisper_dir,
-    random_weights=True,
-    sizes=TINY.sizes,
 )
 
 VARIANTS: dict[str, Variant] = {v.name: v for v in (HUMO_1_7B, HUMO_17B, TINY)}
