@@ -1,7 +1,8 @@
 """`download`: fetch what a variant still needs, check it, and record it in the manifest.
 
-Local files are checked first, then the free disk space; each fetched file is verified
-(size, format, the Hub's sha256) before it counts, and a damaged one is removed.
+Local files are checked first, then the free disk space (less what partial downloads already
+hold); each fetched file is verified (size, format, the Hub's sha256) before it is put in place
+and counts, and a damaged one is removed. Transfers resume across runs: see `engine.weights.resume`.
 """
 from __future__ import annotations
 
@@ -15,8 +16,9 @@ from engine.errors import Cancelled, OutOfResources, WeightsError
 from engine.variants import Variant
 from engine.weights.checks import check_file
 from engine.weights.components import Component, _variant, components_for, default_weights_dir, fetch_command
-from engine.weights.hub import (MessageCallback, ProgressCallback, _endpoint, _fetch, _forget_download,
-                                _hub_metadata, _missing_error, _Planned, is_offline)
+from engine.weights import resume
+from engine.weights.hub import (MessageCallback, ProgressCallback, _endpoint, _fetch, _Fetched, _hub_metadata,
+                                _missing_error, _Planned, is_offline)
 from engine.weights.local import _component_status, _write_manifest, find, read_manifest
 from engine.weights.status import Status, _list_paths, format_bytes
 
@@ -84,7 +86,10 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     stops it with Cancelled; files finished so far are kept.
 
     Resuming: a dropped connection is resumed within the run (huggingface_hub retries with a
-    Range request); files completed by an earlier run are kept and never fetched again.
+    Range request); a transfer stopped by Cancel, Ctrl-C, a lost connection or a killed process
+    leaves its partial file, and the next run continues it from where it stopped (unless the file
+    changed on the Hub meanwhile); files completed earlier are never fetched again.
+    `HUMO_DOWNLOAD=hub` turns the cross-run resume off (plain hf_hub_download).
     """
     v = _variant(variant)
     wd = Path(weights_dir if weights_dir is not None else default_weights_dir())
@@ -106,25 +111,22 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     if is_offline():
         raise _missing_error(v.label, todo_files, command, "offline mode is on: HF_HUB_OFFLINE is set")
 
+    mode = resume.download_mode()
     endpoint = _endpoint()
     plans = _plan(status, comps, wd, endpoint, command, v.label, todo_files, progress, say)
 
-    needed = sum(p.size if p.size is not None else p.comp.approx_bytes // max(len(p.comp.files), 1)
-                 for p in plans)
+    total = sum(_planned_bytes(p) for p in plans)
+    have = sum(_resumable(wd, p) for p in plans) if mode == "resume" else 0
+    needed = total - have
     check_disk_space(wd, needed, f"{v.label} ({len(plans)} files)")
     if plans:
-        say(f"Fetching {len(plans)} file(s), {format_bytes(needed)}, from {endpoint} into {wd}.")
+        already = f" ({format_bytes(have)} of {format_bytes(total)} already here from before)" if have else ""
+        say(f"Fetching {len(plans)} file(s), {format_bytes(needed)}, from {endpoint} into {wd}{already}.")
 
     for plan in plans:
         if cancel is not None and cancel.is_set():
             raise Cancelled("Download cancelled.")
-        path = _fetch(plan, wd, endpoint, progress, cancel)
-        problem = _verify(plan, path, progress)
-        if problem:
-            _forget_download(wd, plan, path)
-            raise WeightsError(f"{plan.rel} is damaged after download: {problem}.",
-                               hint=f"It was removed; run again: {command}")
-        _record(wd, plan, path)
+        _fetch_checked(plan, wd, endpoint, progress, cancel, say, command)
 
     final = find(v, wd, components=comps)
     bad = [f.path for c in final.components for f in c.files if f.state != "present"]
@@ -133,6 +135,38 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
                            hint=f"Run again: {command}")
     say(f"{v.label}: ready ({format_bytes(final.size_on_disk)}).")
     return final
+
+
+def _planned_bytes(plan: _Planned) -> int:
+    return plan.size if plan.size is not None else plan.comp.approx_bytes // max(len(plan.comp.files), 1)
+
+
+def _resumable(wd: Path, plan: _Planned) -> int:
+    return resume.reusable_bytes(wd, plan.rel, plan.comp.repo_id, plan.repo_path, plan.etag, plan.size)
+
+
+def _fetch_checked(plan: _Planned, wd: Path, endpoint: str, progress: ProgressCallback | None, cancel,
+                   say: MessageCallback, command: str) -> Path:
+    """Fetch one file, verify it, put it in place and record it; return its final path.
+
+    A resumed file that fails the check is fetched once more from zero (the old partial was
+    damaged); a file fetched from zero that fails it is removed and reported.
+    """
+    got: _Fetched = _fetch(plan, wd, endpoint, progress, cancel, say)
+    problem = _verify(plan, got.path, progress)
+    if problem and got.resumed_from:
+        say(f"{plan.rel} failed its check after resuming ({problem}): the partial download was damaged; "
+            "fetching it again from zero.")
+        got.discard()
+        got = _fetch(plan, wd, endpoint, progress, cancel, say)
+        problem = _verify(plan, got.path, progress)
+    if problem:
+        got.discard()
+        raise WeightsError(f"{plan.rel} is damaged after download: {problem}.",
+                           hint=f"It was removed; run again: {command}")
+    path = got.finish()
+    _record(wd, plan, path)
+    return path
 
 
 def _record(wd: Path, plan: _Planned, path: Path) -> None:
@@ -159,11 +193,7 @@ def _plan(status: Status, comps: tuple[Component, ...], wd: Path, endpoint: str,
                 plan = _Planned(comp, comp.index, idx.path, force=idx.state == "incomplete")
                 _hub_metadata(plan, endpoint, command, label, todo_files)
                 say(f"Reading the shard list {idx.path}.")
-                path = _fetch(plan, wd, endpoint, progress)
-                if _verify(plan, path, None):
-                    _forget_download(wd, plan, path)
-                    raise WeightsError(f"{idx.path} is damaged after download.", hint=f"Run again: {command}")
-                _record(wd, plan, path)
+                _fetch_checked(plan, wd, endpoint, progress, None, say, command)
                 cs = _component_status(comp, wd, read_manifest(wd))  # now with its shards
         for fs in cs.files:
             if fs.state == "present" or fs.repo_path is None:

@@ -1,7 +1,8 @@
 """Talking to the Hub about one file: offline mode, the endpoint, its size and sha256, the transfer.
 
-Transfers go through huggingface_hub (so `HF_ENDPOINT`, tokens and Xet storage work as usual);
-byte progress is forwarded to a callback and a cancel event stops a transfer.
+Transfers go through huggingface_hub (so `HF_ENDPOINT` and tokens work as usual); byte progress
+is forwarded to a callback and a cancel event stops a transfer. By default a transfer resumes
+across runs (see `engine.weights.resume`); `HUMO_DOWNLOAD=hub` uses plain `hf_hub_download`.
 """
 from __future__ import annotations
 
@@ -43,6 +44,7 @@ class _Planned:
     size: int | None = None
     sha256: str | None = None
     commit: str | None = None
+    etag: str | None = None
 
 
 def _missing_error(st_label: str, paths: list[str], command: str, why: str) -> WeightsError:
@@ -55,7 +57,8 @@ def _progress_bar_class(callback: ProgressCallback | None, component: str, rel: 
     """A tqdm stand-in that huggingface_hub drives (`tqdm_class=`); forwards bytes to `callback`.
 
     When `cancel` (a threading.Event) is set, the next update raises Cancelled, which stops the
-    transfer; huggingface_hub then removes its temporary file.
+    transfer; a resumable transfer keeps its partial file (huggingface_hub's own transfer
+    removes its temporary file).
     """
 
     class _Bar:
@@ -132,12 +135,92 @@ def _hub_metadata(plan: _Planned, endpoint: str, command: str, label: str, missi
                            f"({plan.comp.repo_id}).", hint="Try again later.") from None
     plan.size = meta.size
     plan.commit = meta.commit_hash
+    plan.etag = meta.etag
     etag = (meta.etag or "").lower()
     plan.sha256 = etag if len(etag) == 64 and all(c in "0123456789abcdef" for c in etag) else None
 
 
+@dataclass
+class _Fetched:
+    """A file whose bytes are all on disk, not yet checked.
+
+    `path` is where they are; `resumed_from` the offset a resumed transfer started at (0 when
+    fetched from zero). After the check, `finish()` puts the file in place and returns its path;
+    `discard()` deletes it so the next transfer starts from zero.
+    """
+
+    plan: _Planned
+    weights_dir: Path
+    path: Path
+    resumed_from: int = 0
+    resumable: bool = False
+
+    def finish(self) -> Path:
+        if self.resumable:
+            from engine.weights import resume
+
+            self.path = resume.finish(self.weights_dir, self.plan.rel)
+        return self.path
+
+    def discard(self) -> None:
+        if self.resumable:
+            from engine.weights import resume
+
+            resume.discard(self.weights_dir, self.plan.rel)
+        else:
+            _forget_download(self.weights_dir, self.plan, self.path)
+
+
 def _fetch(plan: _Planned, weights_dir: Path, endpoint: str, progress: ProgressCallback | None,
-           cancel=None) -> Path:
+           cancel=None, say: MessageCallback | None = None) -> _Fetched:
+    """Transfer one file: resumable across runs by default, or plain hf_hub_download (HUMO_DOWNLOAD=hub)."""
+    from engine.weights import resume
+
+    if resume.download_mode() == "hub":
+        return _Fetched(plan, weights_dir, _fetch_with_hub(plan, weights_dir, endpoint, progress, cancel))
+    return _fetch_resumable(plan, weights_dir, endpoint, progress, cancel, say or (lambda _m: None))
+
+
+def _fetch_resumable(plan: _Planned, weights_dir: Path, endpoint: str, progress: ProgressCallback | None,
+                     cancel, say: MessageCallback) -> _Fetched:
+    import httpx2
+    from huggingface_hub import hf_hub_url
+    from huggingface_hub.utils import build_hf_headers
+    from huggingface_hub.errors import HfHubHTTPError
+
+    from engine.weights import resume
+    from engine.weights.status import format_bytes
+
+    url = hf_hub_url(plan.comp.repo_id, plan.repo_path, revision=plan.commit or plan.comp.revision,
+                     endpoint=endpoint)
+    # identity: byte offsets must be offsets in the file itself, not in a compressed stream
+    headers = build_hf_headers(headers={"Accept-Encoding": "identity"})
+    t = resume.Transfer(plan.comp.repo_id, plan.repo_path, plan.rel, url, plan.etag, plan.size,
+                        plan.sha256, plan.commit)
+    bar = _progress_bar_class(progress, plan.comp.key, plan.rel, plan.size, cancel)
+
+    def kept() -> str:
+        got = resume.read_partial(weights_dir, plan.rel)
+        if got is None or not got.size:
+            return "Run the same command again."
+        return (f"The {format_bytes(got.size)} fetched so far are kept; "
+                "run the same command again to resume.")
+
+    try:
+        offset = resume.fetch(t, weights_dir, headers, bar, say)
+    except (httpx2.HTTPError, HfHubHTTPError) as err:
+        raise WeightsError(f"Downloading {plan.rel} failed ({type(err).__name__}).",
+                           hint="Check the connection. " + kept()) from None
+    except OSError as err:
+        if "Consistency check failed" in str(err):
+            raise WeightsError(f"Downloading {plan.rel} was cut short (the connection dropped).",
+                               hint=kept()) from None
+        raise WeightsError(f"Cannot write {plan.rel}: {err}.", hint="Check the folder and free space.") from None
+    return _Fetched(plan, weights_dir, resume.partial_path(weights_dir, plan.rel), offset, resumable=True)
+
+
+def _fetch_with_hub(plan: _Planned, weights_dir: Path, endpoint: str, progress: ProgressCallback | None,
+                    cancel=None) -> Path:
     import httpx2
     from huggingface_hub import hf_hub_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError, OfflineModeIsEnabled
