@@ -13,41 +13,84 @@ import sqlite3
 import threading
 from datetime import datetime
 from pathlib import Path
-from typing import Callable, Iterable, TypeVar
+from typing import Any, Callable, Iterable, TypeVar
 
 from engine.errors import EngineError, OutOfResources
 
 from .folders import DISK_FULL_HINT, clean_leftovers, fsync_dir, is_disk_full, os_error, scan_orphan_folders
-from .records import Entry, inputs_from_record, inputs_to_record
+from .records import Entry, inputs_from_record, inputs_to_record, resolved_value
 
 DB_NAME = "gallery.sqlite3"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 _CORRUPT_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
+# The tables as a new index gets them (the newest version). An older index keeps its tables
+# here (IF NOT EXISTS) and is brought up to date by _MIGRATIONS.
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS entries (
-    id         TEXT PRIMARY KEY,
-    created_at TEXT NOT NULL,
-    title      TEXT NOT NULL,
-    variant    TEXT,
-    seed       INTEGER,
-    duration   REAL,
-    video      TEXT NOT NULL,
-    thumbnail  TEXT,
-    settings   TEXT NOT NULL,
-    timings    TEXT NOT NULL,
-    inputs     TEXT NOT NULL DEFAULT '{}'
+    id          TEXT PRIMARY KEY,
+    created_at  TEXT NOT NULL,
+    title       TEXT NOT NULL,
+    variant     TEXT,
+    seed        INTEGER,
+    duration    REAL,
+    video       TEXT NOT NULL,
+    thumbnail   TEXT,
+    settings    TEXT NOT NULL,
+    timings     TEXT NOT NULL,
+    inputs      TEXT NOT NULL DEFAULT '{}',
+    mode        TEXT,
+    prompt_fold TEXT NOT NULL DEFAULT '',
+    starred     INTEGER NOT NULL DEFAULT 0,
+    missing     INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at DESC, id DESC);
 """
 
-# Migrations from version N to N+1, applied in order inside one transaction.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {}
+# Indexes on columns that older versions lack: created after the migrations ran.
+# The gallery lists newest first within a filter, so each filter column leads a (created_at, id) index.
+_INDEXES = """
+CREATE INDEX IF NOT EXISTS entries_shown ON entries (missing, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS entries_starred ON entries (starred, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS entries_variant ON entries (variant, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS entries_mode ON entries (mode, created_at DESC, id DESC);
+"""
 
-INSERT = ("INSERT INTO entries (id, created_at, title, variant, seed, duration, video, thumbnail, settings, timings, "
-          "inputs) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+COLUMNS = ("id", "created_at", "title", "variant", "seed", "duration", "video", "thumbnail", "settings", "timings",
+           "inputs", "mode", "prompt_fold", "starred")
+
+
+def fold(text: Any) -> str:
+    """Text as the search compares it: case-folded (Unicode, not only ASCII), spaces collapsed."""
+    return " ".join(str(text or "").casefold().split())
+
+
+def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
+    """Version 2: mode, folded prompt (search), starred, missing-video flag. Existing rows are
+    filled in from their stored settings, so an old gallery keeps every run and can be searched."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    for column, decl in (("mode", "TEXT"), ("prompt_fold", "TEXT NOT NULL DEFAULT ''"),
+                         ("starred", "INTEGER NOT NULL DEFAULT 0"), ("missing", "INTEGER NOT NULL DEFAULT 0")):
+        if column not in have:
+            conn.execute(f"ALTER TABLE entries ADD COLUMN {column} {decl}")
+    rows = conn.execute("SELECT id, settings FROM entries").fetchall()
+    for entry_id, settings_json in rows:
+        try:
+            settings = json.loads(settings_json)
+            settings = settings if isinstance(settings, dict) else {}
+        except ValueError:
+            settings = {}
+        mode = resolved_value(settings, "mode")
+        conn.execute("UPDATE entries SET mode = ?, prompt_fold = ? WHERE id = ?",
+                     (None if mode is None else str(mode), fold(settings.get("prompt")), entry_id))
+
+
+# Migrations from version N to N+1, applied in order inside one transaction.
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
+
+INSERT = (f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})")
 INSERT_OR_IGNORE = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
 
 T = TypeVar("T")
@@ -141,6 +184,8 @@ class GalleryIndex:
                     _MIGRATIONS[version](conn)
                     version += 1
                 conn.execute("UPDATE schema_version SET version = ?", (version,))
+            for statement in _split_sql(_INDEXES):
+                conn.execute(statement)
             conn.execute("COMMIT")
         except BaseException:
             rollback(conn)
@@ -181,6 +226,7 @@ class GalleryIndex:
             found, self.unreadable_records = scan_orphan_folders(self.root, known)
             for entry in found:
                 conn.execute(INSERT_OR_IGNORE, self._row_values(entry))
+            self._mark_missing(conn, conn.execute("SELECT id, video, missing FROM entries").fetchall())
             conn.execute("COMMIT")
         except BaseException:
             rollback(conn)
@@ -217,10 +263,21 @@ class GalleryIndex:
             rollback(conn)
             raise
 
-    def _available_ids(self) -> list[str]:
-        rows = self._with_db(lambda conn: conn.execute(
-            "SELECT id, video FROM entries ORDER BY created_at DESC, id DESC").fetchall())
-        return [row["id"] for row in rows if (self.root / row["video"]).is_file()]
+    def _mark_missing(self, conn: sqlite3.Connection, rows: Iterable[sqlite3.Row]) -> list[str]:
+        """Set the missing-video flag of these rows (id, video, missing) to what is on disk now.
+
+        Listing and counting read the flag, not the disk: the flag is refreshed when the index
+        opens, by `check()`, and for the rows of every page that is listed. Returns the ids
+        that turned missing.
+        """
+        gone = []
+        for row in rows:
+            missing = 0 if (self.root / row["video"]).is_file() else 1
+            if missing != row["missing"]:
+                conn.execute("UPDATE entries SET missing = ? WHERE id = ?", (missing, row["id"]))
+                if missing:
+                    gone.append(row["id"])
+        return gone
 
     def _iter_entries(self) -> Iterable[Entry]:
         rows = self._with_db(lambda conn: conn.execute(
@@ -233,7 +290,8 @@ class GalleryIndex:
                 entry.video.relative_to(self.root).as_posix(),
                 entry.thumbnail.relative_to(self.root).as_posix() if entry.thumbnail else None,
                 json.dumps(entry.settings, ensure_ascii=False), json.dumps(entry.timings, ensure_ascii=False),
-                json.dumps(inputs_to_record(entry.inputs, entry.folder)))
+                json.dumps(inputs_to_record(entry.inputs, entry.folder)), entry.mode, fold(entry.prompt),
+                int(bool(entry.starred)))
 
     def _entry_from_row(self, row: sqlite3.Row) -> Entry:
         return Entry(
@@ -242,7 +300,8 @@ class GalleryIndex:
             thumbnail=(self.root / row["thumbnail"]) if row["thumbnail"] else None,
             settings=json.loads(row["settings"]), timings=json.loads(row["timings"]),
             title=row["title"], variant=row["variant"], seed=row["seed"], duration=row["duration"],
-            inputs=inputs_from_record(json.loads(row["inputs"] or "{}"), self.root / row["id"]))
+            inputs=inputs_from_record(json.loads(row["inputs"] or "{}"), self.root / row["id"]),
+            starred=bool(row["starred"]))
 
 
 def rollback(conn: sqlite3.Connection) -> None:

@@ -38,6 +38,7 @@ class Entry:
     seed: int | None
     duration: float | None             # length of the video in seconds, when known
     inputs: dict[str, Any] = field(default_factory=dict)  # kept copies: audio, audio_source (Path|None), images
+    starred: bool = False
 
     @property
     def folder(self) -> Path:
@@ -50,6 +51,11 @@ class Entry:
     @property
     def prompt(self) -> str:
         return str(self.settings.get("prompt") or "")
+
+    @property
+    def mode(self) -> str | None:
+        """TA, TIA or TI (None for a record that does not say)."""
+        return _as_str(resolved_value(self.settings, "mode"))
 
 
 @dataclass
@@ -84,6 +90,7 @@ def entry_from_record(record: dict[str, Any], folder: Path) -> Entry:
         seed=_as_int(resolved_value(settings, "seed")),
         duration=video_duration(settings),
         inputs=inputs_from_record(record.get("inputs") or {}, folder),
+        starred=record.get("starred") is True,
     )
 
 

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import sqlite3
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,9 +20,65 @@ from engine.errors import InputError
 
 from .folders import (STAGING_PREFIX, TRASH_PREFIX, atomic_copy, atomic_write_text, check_free_space,
                       os_error)
-from .index import GalleryIndex, db_error, rollback
+from .index import GalleryIndex, db_error, fold, rollback
 from .records import (RECORD_FORMAT, RECORD_NAME, RECORD_VERSION, CheckReport, Entry, entry_from_record,
                       is_safe_id, jsonable, make_title, new_id, no_inputs, plan_inputs, settings_for_form)
+
+
+PAGE_SIZE = 24                     # runs per gallery page
+
+
+@dataclass
+class GalleryPage:
+    """One page of a gallery query: its entries and how many entries match in all."""
+    entries: list[Entry]
+    total: int
+    offset: int = 0
+    limit: int = PAGE_SIZE
+
+    @property
+    def more(self) -> bool:
+        """True when entries after this page match too."""
+        return self.offset + len(self.entries) < self.total
+
+
+def _filters(search: str, variant: str | None, mode: str | None, starred: bool) -> tuple[str, list[Any]]:
+    """The WHERE clause (and its arguments) of a gallery query."""
+    where, args = ["missing = 0"], []
+    for term in search_terms(search):
+        where.append("instr(prompt_fold, ?) > 0")     # a substring test: no LIKE wildcards to escape
+        args.append(term)
+    if variant:
+        where.append("variant = ?")
+        args.append(str(variant))
+    if mode:
+        where.append("mode = ?")
+        args.append(str(mode))
+    if starred:
+        where.append("starred = 1")
+    return " AND ".join(where), args
+
+
+def search_terms(search: str) -> list[str]:
+    """What a search asks for: its words, or "quoted phrases", case-folded. All must appear."""
+    terms = []
+    for phrase, word in re.findall(r'"([^"]*)"|(\S+)', str(search or "")):
+        term = fold(phrase if phrase else word.strip('"'))
+        if term:
+            terms.append(term)
+    return terms
+
+
+def _write_star(record_path: Path, starred: bool) -> None:
+    try:
+        record = json.loads(record_path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return                          # a row whose folder is gone: the index alone carries the star
+    except ValueError:
+        return                          # an unreadable record is reported by check(), not rewritten here
+    if isinstance(record, dict) and record.get("starred", False) != starred:
+        record["starred"] = starred
+        atomic_write_text(record_path, json.dumps(record, indent=2, ensure_ascii=False))
 
 
 class Gallery(GalleryIndex):
@@ -123,21 +181,86 @@ class Gallery(GalleryIndex):
         return self.add(result.video_path, settings, dict(getattr(result, "timings", None) or {}),
                         thumbnail_path=thumbnail_path, title=title, move=move)
 
+    def query(self, search: str = "", variant: str | None = None, mode: str | None = None,
+              starred: bool = False, limit: int = PAGE_SIZE, offset: int = 0) -> GalleryPage:
+        """One page of entries, newest first, and how many match in all.
+
+        `search`: words (or "quoted phrases") that must all appear in the prompt, case-insensitive;
+        `variant`, `mode`: exact values (None or "" for any); `starred`: only starred runs.
+        Filtering, ordering, counting and paging happen in SQLite. Entries whose video is gone
+        are left out (their rows on the page are checked, and flagged for later queries).
+        """
+        limit, offset = max(int(limit), 0), max(int(offset), 0)
+        where, args = _filters(search, variant, mode, starred)
+        page_sql = (f"SELECT * FROM entries WHERE {where} ORDER BY created_at DESC, id DESC LIMIT ? OFFSET ?")
+        count_sql = f"SELECT COUNT(*) FROM entries WHERE {where}"
+
+        def run(conn: sqlite3.Connection) -> GalleryPage:
+            while True:
+                rows = conn.execute(page_sql, (*args, limit, offset)).fetchall() if limit else []
+                if not self._mark_missing(conn, rows):
+                    break              # every video on the page is there (else flagged: ask again)
+            total = conn.execute(count_sql, args).fetchone()[0]
+            return GalleryPage([self._entry_from_row(row) for row in rows], total, offset, limit)
+
+        try:
+            return self._with_db(run)
+        except sqlite3.Error as err:
+            raise db_error(err, "Could not read the gallery index") from None
+
     def list(self, limit: int = 100, offset: int = 0) -> list[Entry]:
         """Entries newest first, skipping those whose video file is gone (see `check()`)."""
-        limit, offset = max(int(limit), 0), max(int(offset), 0)
-        ids = self._available_ids()[offset:offset + limit]
-        if not ids:
-            return []
-        marks = ",".join("?" * len(ids))
-        rows = self._with_db(lambda conn: conn.execute(
-            f"SELECT * FROM entries WHERE id IN ({marks})", ids).fetchall())
-        by_id = {row["id"]: self._entry_from_row(row) for row in rows}
-        return [by_id[i] for i in ids if i in by_id]
+        return self.query(limit=limit, offset=offset).entries
 
-    def count(self) -> int:
-        """How many entries `list()` can show (those whose video exists)."""
-        return len(self._available_ids())
+    def count(self, search: str = "", variant: str | None = None, mode: str | None = None,
+              starred: bool = False) -> int:
+        """How many entries `query()` can show with these filters (those whose video is there)."""
+        return self.query(search, variant, mode, starred, limit=0).total
+
+    def variants(self) -> list[str]:
+        """The model variants that made the runs in the gallery (for a filter's choices)."""
+        rows = self._with_db(lambda conn: conn.execute(
+            "SELECT DISTINCT variant FROM entries WHERE variant IS NOT NULL AND missing = 0 ORDER BY variant"
+        ).fetchall())
+        return [row[0] for row in rows]
+
+    def set_starred(self, entry_id: str, starred: bool = True) -> bool:
+        """Star (or unstar) a run. False when there is no such entry.
+
+        The star lives in the index and in the run's record, so a rebuilt index keeps it.
+        """
+        entry_id, starred = str(entry_id), bool(starred)
+        if not is_safe_id(entry_id):
+            return False
+        record_path = self.root / entry_id / RECORD_NAME
+
+        def update(conn: sqlite3.Connection) -> bool:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                found = conn.execute("UPDATE entries SET starred = ? WHERE id = ?",
+                                     (int(starred), entry_id)).rowcount > 0
+                if found:
+                    _write_star(record_path, starred)
+                conn.execute("COMMIT")
+            except BaseException:
+                rollback(conn)
+                raise
+            return found
+
+        try:
+            return self._with_db(update)
+        except sqlite3.Error as err:
+            raise db_error(err, "Could not star the gallery entry") from None
+        except OSError as err:
+            raise os_error(err, "Could not star the gallery entry") from None
+
+    def toggle_star(self, entry_id: str) -> bool | None:
+        """Flip the star of a run; its new state, or None when there is no such entry."""
+        entry = self.get(entry_id)
+        if entry is None:
+            return None
+        self.set_starred(entry.id, not entry.starred)
+        return not entry.starred
 
     def gradio_items(self, limit: int = 100, offset: int = 0) -> list[tuple[str, str]]:
         """(image or video path, caption) pairs, the value a `gr.Gallery` takes."""
@@ -223,6 +346,8 @@ class Gallery(GalleryIndex):
         report = CheckReport(recovered=list(self.recovered),
                              unreadable_records=list(self.unreadable_records),
                              corrupt_backup=str(self.corrupt_backup) if self.corrupt_backup else None)
+        self._with_db(lambda conn: self._mark_missing(
+            conn, conn.execute("SELECT id, video, missing FROM entries").fetchall()))
         for entry in self._iter_entries():
             if not entry.available:
                 report.missing_videos.append(entry.id)
