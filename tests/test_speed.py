@@ -181,3 +181,118 @@ def test_engine_fast_mode_runs_batched_with_cache_and_records_it(tiny_weights, t
     steps = [e for e in events if e.kind == "step"]
     assert steps[-1].total == 5 and events[-1].settings["steps"] == 5   # 60 % of 8
     assert eng.attention_backend == "native"
+
+
+# --- GPU attention kernels: what diffusers hands them, checked on the CPU -----------------------
+# FlashAttention 2/3 and SageAttention only run on CUDA. Their calls are checked here against the
+# contracts their documentation states, with reference kernels that compute plain softmax
+# attention in float32: everything between our model and the kernel (diffusers' dispatcher and
+# backend functions, layouts, dtypes, arguments) is the real code.
+def _sdpa_nhd(q, k, v, scale):
+    out = torch.nn.functional.scaled_dot_product_attention(
+        q.float().transpose(1, 2), k.float().transpose(1, 2), v.float().transpose(1, 2), scale=scale)
+    return out.transpose(1, 2).to(q.dtype).contiguous()
+
+
+def _check_nhd(q, k, v, head_dims, calls):
+    assert q.dim() == k.dim() == v.dim() == 4, "layout [batch, seq, heads, head_dim]"
+    assert q.dtype == k.dtype == v.dtype and q.dtype in (torch.float16, torch.bfloat16), q.dtype
+    assert q.shape[0] == k.shape[0] == v.shape[0] and q.shape[2] == k.shape[2] == v.shape[2]
+    assert k.shape[1] == v.shape[1] and q.shape[3] == k.shape[3] == v.shape[3]
+    assert q.shape[3] in head_dims, q.shape
+    assert q.stride(-1) == k.stride(-1) == v.stride(-1) == 1, "last dimension contiguous"
+    calls.append((q.shape[0], q.shape[1], k.shape[1]))
+
+
+def _flash2(calls):
+    def flash_attn_func(q, k, v, dropout_p=0.0, softmax_scale=None, causal=False, window_size=(-1, -1),
+                        softcap=0.0, alibi_slopes=None, deterministic=False, return_attn_probs=False):
+        _check_nhd(q, k, v, range(8, 257, 8), calls)
+        assert dropout_p == 0.0 and not causal and tuple(window_size) == (-1, -1)
+        out = _sdpa_nhd(q, k, v, softmax_scale)
+        return (out, None, None) if return_attn_probs else out
+    return flash_attn_func
+
+
+def _flash3(calls):
+    def flash_attn_func(q, k, v, softmax_scale=None, causal=False, qv=None, q_descale=None, k_descale=None,
+                        v_descale=None, window_size=(-1, -1), attention_chunk=0, softcap=0.0, num_splits=1,
+                        pack_gqa=None, deterministic=False, sm_margin=0, return_attn_probs=False):
+        _check_nhd(q, k, v, (64, 96, 128, 192, 256), calls)
+        assert not causal and qv is None and q_descale is None
+        out = _sdpa_nhd(q, k, v, softmax_scale)
+        lse = torch.zeros(q.shape[0], q.shape[2], q.shape[1], dtype=torch.float32)   # [B, H, Sq]
+        return (out, lse) if return_attn_probs else out
+    return flash_attn_func
+
+
+def _sage(calls):
+    def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None, return_lse=False, **kwargs):
+        assert tensor_layout == "NHD", "diffusers passes [batch, seq, heads, head_dim]"
+        _check_nhd(q, k, v, (64, 128), calls)
+        assert not is_causal and not return_lse
+        return _sdpa_nhd(q, k, v, sm_scale)
+    return sageattn
+
+
+@pytest.fixture
+def gpu_kernels(monkeypatch):
+    """The three GPU backends wired to reference kernels; yields the list of (batch, q_len, kv_len) calls."""
+    import diffusers.models.attention_dispatch as ad
+
+    calls: list = []
+    monkeypatch.setattr(ad, "_CAN_USE_FLASH_ATTN", True)
+    monkeypatch.setattr(ad, "_CAN_USE_FLASH_ATTN_3", True)
+    monkeypatch.setattr(ad, "_CAN_USE_SAGE_ATTN", True)
+    monkeypatch.setattr(ad, "flash_attn_func", _flash2(calls))
+    monkeypatch.setattr(ad, "flash_attn_3_func", _flash3(calls))
+    monkeypatch.setattr(ad, "sageattn", _sage(calls))
+    # diffusers' FA3 wrapper is a CUDA-only custom op; its Python body (kept by torch) is the code that
+    # calls FlashAttention 3 and unpacks its (out, lse) answer.
+    monkeypatch.setattr(ad, "_wrapped_flash_attn_3", ad._wrapped_flash_attn_3._init_fn)
+    yield calls
+
+
+@pytest.mark.parametrize("backend", ["flash", "_flash_3", "sage"])
+def test_gpu_attention_backends_get_what_their_kernels_accept(gpu_kernels, backend, monkeypatch):
+    from diffusers.models.attention_dispatch import _AttentionBackendRegistry
+
+    shape = replace(TINY.dit, dim=256, num_heads=2, ffn_dim=256, num_layers=1)   # head_dim 128, as the real models
+    torch.manual_seed(0)
+    model = dit_from_shape(shape).eval().requires_grad_(False).to(torch.bfloat16)
+    g = torch.Generator().manual_seed(3)
+    B, F, h, w = 2, 3, 4, 6
+    x = torch.randn(B, 16, F, h, w, generator=g, dtype=torch.bfloat16)
+    text = torch.randn(B, 20, shape.text_dim, generator=g, dtype=torch.bfloat16)
+    audio = torch.randn(B, F, 8, 5, shape.audio_channels, generator=g, dtype=torch.bfloat16)
+    t = torch.tensor([999.0, 500.0])
+    attention.apply_backend(model, "native")
+    ref = model(x, t, text, audio).float()
+    # diffusers' own argument checks (device, dtype, shapes) run before each kernel; they ask for a
+    # CUDA tensor for SageAttention, which a CPU run cannot give.
+    monkeypatch.setattr(_AttentionBackendRegistry, "_checks_enabled", backend != "sage")
+    attention.apply_backend(model, backend)
+    out = model(x, t, text, audio).float()
+    tokens = F * (h // 2) * (w // 2)
+    # self-attention over all tokens, text over the 512 padded rows (no mask), audio frame by frame over 16 tokens
+    assert sorted(set(gpu_kernels)) == sorted({(B, tokens, tokens), (B, tokens, 512), (B * F, tokens // F, 16)})
+    torch.testing.assert_close(out, ref, rtol=0.05, atol=0.05)
+    assert ((out - ref).norm() / ref.norm()).item() < 0.01
+    attention.apply_backend(model, "native")
+
+
+def test_switching_back_to_sdpa_really_leaves_the_previous_backend():
+    from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+    default = _AttentionBackendRegistry._active_backend
+    model = tiny_model()
+    attention.apply_backend(model, "_native_math")
+    assert _AttentionBackendRegistry._active_backend == default, "the process-wide default is left alone"
+    attention.apply_backend(model, "native")
+    backends = {m.processor._attention_backend for m in model.modules() if hasattr(m, "processor")}
+    backends |= {b.audio_attn.attention_backend for b in model.blocks}
+    assert backends == {AttentionBackendName.NATIVE}
+    # and it computes what a model that never left SDPA computes, bit for bit
+    fresh = tiny_model()
+    cond = conditions()
+    torch.testing.assert_close(run(as_fn(model), cond, steps=2), run(as_fn(fresh), cond, steps=2), rtol=0, atol=0)

@@ -58,7 +58,7 @@ class HuMoAudioAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
         self.norm_k = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
-        self.attention_backend = None  # diffusers backend name; None = the active default (SDPA)
+        self.attention_backend = None  # diffusers AttentionBackendName; None = the active default (SDPA)
 
     def forward(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, frames: int) -> torch.Tensor:
         # hidden_states [B, F*hw, dim]; audio_tokens [B, F, n, audio_dim]
@@ -155,20 +155,30 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
         self.audio_proj = HuMoAudioProjection(audio_channels, audio_intermediate_dim, audio_dim, audio_tokens)
 
     def set_attention_backend_all(self, backend: str | None) -> None:
-        """Select the attention backend for every attention in the model (self, text, audio)."""
+        """Select the attention backend for every attention in the model (self, text, audio).
+
+        None means PyTorch SDPA ("native"). Every attention gets its backend named explicitly:
+        diffusers' `set_attention_backend` also makes its choice the process-wide default, and
+        `reset_attention_backend` does not undo that, so a model left on "no backend" would keep
+        running the previously chosen kernel (e.g. flash after switching back to SDPA). The
+        process-wide default is put back as it was, so other models are not affected.
+        """
+        from diffusers.models.attention_dispatch import AttentionBackendName, _AttentionBackendRegistry
+
+        name = AttentionBackendName(backend or "native")
+        before = _AttentionBackendRegistry._active_backend
         # diffusers warns on every call that the backend API is experimental; we pin its version.
         quiet = logging.getLogger("diffusers.models.modeling_utils")
         level = quiet.level
         quiet.setLevel(logging.ERROR)
         try:
-            if backend is None:
-                self.reset_attention_backend()
-            else:
-                self.set_attention_backend(backend)
+            self.set_attention_backend(name.value)
         finally:
             quiet.setLevel(level)
+            _AttentionBackendRegistry.set_active_backend(before)
         for block in self.blocks:
-            block.audio_attn.attention_backend = backend
+            # the enum member, not its string: dispatch then needs no Enum() call inside a compiled graph
+            block.audio_attn.attention_backend = name
 
     def forward(self, hidden_states, timestep, encoder_hidden_states, audio, y=None, return_dict=False):
         """
