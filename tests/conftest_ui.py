@@ -134,9 +134,15 @@ class StudioProcess:
             return ""
 
 
-def launch_browser(playwright):
+def launch_browser(playwright, extra_args: tuple[str, ...] = ()):
     assert Path(CHROMIUM).exists(), "Debian chromium is required (apt-get install chromium)"
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS, headless=True)
+    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
+
+
+def fake_microphone_args(wav: Path) -> tuple[str, ...]:
+    """Chromium flags that grant the microphone without asking and feed it `wav` (looped)."""
+    return ("--use-fake-ui-for-media-stream", "--use-fake-device-for-media-stream",
+            f"--use-file-for-fake-audio-capture={wav}")
 
 
 def screenshot(page, name: str) -> Path:
