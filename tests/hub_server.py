@@ -10,9 +10,19 @@ huggingface_hub uses to download files:
 
 Large ("LFS") files answer with X-Linked-Etag (their sha256) and X-Linked-Size like the Hub;
 small files get a git blob id as ETag. Faults for tests: `drop_once(repo, path, after)` closes
-the connection after `after` bytes on the next full GET of that file; `truncate(repo, path, n)`
-serves only the first n bytes (the advertised sha256 stays the real one, like a damaged upload).
-Every request is recorded in `requests` as (method, path-with-query, Range header).
+the connection after `after` bytes on the next full GET of that file; `stall_once(repo, path,
+after)` sends `after` bytes of the next GET's body (full or ranged), then waits until `release()`
+(so a test can stop the client mid-file) and hangs up, or sends the rest with `release(finish=True)`;
+`corrupt(repo, path)` changes its last bytes (same size, the real sha256 still advertised); `truncate(repo, path, n)` serves only the first n bytes
+(the advertised sha256 stays the real one, like a damaged upload).
+
+`use_cdn(xet=False)` makes it answer like the real Hub for large files: /resolve/ redirects (302,
+metadata on the redirect itself) to a second server on another port, a stand-in for the
+storage/CDN host, which serves the bytes with Range; `xet=True` adds the headers of a Xet-backed
+file (X-Xet-Hash, refresh route) to that redirect.
+
+Every request is recorded in `requests` as (method, path-with-query, Range header); requests to
+the CDN also go to `cdn_requests` as (method, path, Range header, Authorization header).
 """
 from __future__ import annotations
 
@@ -67,11 +77,18 @@ class FakeHub:
     def __init__(self) -> None:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str, str | None]] = []
+        self.cdn_requests: list[tuple[str, str, str | None, str | None]] = []
         self._drops: dict[tuple[str, str], int] = {}
+        self._stalls: dict[tuple[str, str], int] = {}
+        self._released = threading.Event()
+        self._finish_stalled = False
         self._truncated: dict[tuple[str, str], int] = {}
+        self._corrupted: set[tuple[str, str]] = set()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
+        self._cdn: ThreadingHTTPServer | None = None
+        self.xet = False
 
     # --- set-up -------------------------------------------------------------------------
     def add_repo(self, repo_id: str, files: dict[str, bytes], lfs: set[str] | None = None) -> FakeRepo:
@@ -84,6 +101,47 @@ class FakeHub:
 
     def truncate(self, repo_id: str, path: str, n: int) -> None:
         self._truncated[(repo_id, path)] = n
+
+    def corrupt(self, repo_id: str, path: str) -> None:
+        """Serve the file with its last bytes changed (same size; the advertised sha256 stays the real one)."""
+        self._corrupted.add((repo_id, path))
+
+    def _served(self, repo_id: str, path: str) -> bytes:
+        data = self.repos[repo_id].files[path]
+        if (repo_id, path) in self._truncated:
+            data = data[: self._truncated[(repo_id, path)]]
+        if (repo_id, path) in self._corrupted:
+            data = data[:-16] + bytes(b ^ 0x5A for b in data[-16:])
+        return data
+
+    def stall_once(self, repo_id: str, path: str, after: int) -> None:
+        self._released.clear()
+        self._stalls[(repo_id, path)] = after
+
+    def release(self, finish: bool = False) -> None:
+        """Let stalled responses go on: hang up (default), or send the rest of the body (`finish`)."""
+        self._finish_stalled = finish
+        self._released.set()
+
+    def use_cdn(self, xet: bool = False) -> None:
+        """Serve large files through a redirect to a second server, like the Hub's storage hosts."""
+        hub = self
+
+        class Handler(_Handler):
+            pass
+
+        Handler.hub, Handler.is_cdn = hub, True
+        self.xet = xet
+        self._cdn = _Server(("127.0.0.1", 0), Handler)
+        self._cdn.daemon_threads = True
+        threading.Thread(target=self._cdn.serve_forever, name="fake-cdn", daemon=True).start()
+
+    @property
+    def cdn_url(self) -> str | None:
+        if self._cdn is None:
+            return None
+        host, port = self._cdn.server_address[:2]
+        return f"http://{host}:{port}"
 
     def requested_files(self, method: str | None = None) -> list[str]:
         """Paths (inside repos) asked for through /resolve/, as "repo_id:path"."""
@@ -110,13 +168,18 @@ class FakeHub:
             pass
 
         Handler.hub = hub
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self._server = _Server(("127.0.0.1", 0), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, name="fake-hub", daemon=True)
         self._thread.start()
         return self
 
     def stop(self) -> None:
+        self._released.set()
+        if self._cdn is not None:
+            self._cdn.shutdown()
+            self._cdn.server_close()
+            self._cdn = None
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
@@ -133,6 +196,21 @@ class FakeHub:
         with self._lock:
             return self._drops.pop((repo_id, path), None)
 
+    def _take_stall(self, repo_id: str, path: str) -> int | None:
+        with self._lock:
+            return self._stalls.pop((repo_id, path), None)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+
+    def handle_error(self, request, client_address) -> None:
+        import sys
+
+        if isinstance(sys.exc_info()[1], ConnectionError):
+            return  # a client that hangs up mid-transfer is what some tests do on purpose
+        super().handle_error(request, client_address)
+
 
 def _parse_resolve(path: str, repos: dict[str, FakeRepo]) -> tuple[str, str, str] | None:
     """'/{org}/{name}/resolve/{rev}/{file}' -> (repo_id, rev, file)."""
@@ -148,6 +226,7 @@ def _parse_resolve(path: str, repos: dict[str, FakeRepo]) -> tuple[str, str, str
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     hub: FakeHub
+    is_cdn = False
 
     def log_message(self, *args) -> None:  # keep test output clean
         pass
@@ -156,6 +235,9 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self) -> None:
         with self.hub._lock:
             self.hub.requests.append((self.command, self.path, self.headers.get("Range")))
+            if self.is_cdn:
+                self.hub.cdn_requests.append((self.command, self.path, self.headers.get("Range"),
+                                              self.headers.get("Authorization")))
 
     def _send(self, status: int, body: bytes = b"", headers: dict | None = None, head_only: bool = False) -> None:
         self.send_response(status)
@@ -178,12 +260,16 @@ class _Handler(BaseHTTPRequestHandler):
     # --- API ----------------------------------------------------------------------------
     def do_HEAD(self) -> None:
         self._record()
+        if self.is_cdn:
+            return self._serve_blob(head_only=True)
         self._resolve(head_only=True)
 
     def do_GET(self) -> None:
         self._record()
         path = urlsplit(self.path).path
-        if path.startswith("/api/models/"):
+        if self.is_cdn:
+            self._serve_blob(head_only=False)
+        elif path.startswith("/api/models/"):
             self._api_get(path)
         else:
             self._resolve(head_only=False)
@@ -258,8 +344,7 @@ class _Handler(BaseHTTPRequestHandler):
             return self._error(404, "RevisionNotFound", f"{rev} not found", head_only, repo)
         if fpath not in repo.files:
             return self._error(404, "EntryNotFound", f"{fpath} not found", head_only, repo)
-        full = repo.files[fpath]
-        data = full[: self.hub._truncated[(repo_id, fpath)]] if (repo_id, fpath) in self.hub._truncated else full
+        data = self.hub._served(repo_id, fpath)
         headers = {"X-Repo-Commit": repo.sha, "Accept-Ranges": "bytes", "Content-Type": "application/octet-stream"}
         if repo.is_lfs(fpath):
             headers["ETag"] = f'"{repo.sha256(fpath)}"'
@@ -268,6 +353,29 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             headers["ETag"] = f'"{repo.blob_id(fpath)}"'
 
+        if self.hub.cdn_url and repo.is_lfs(fpath):
+            # Like the Hub: the metadata rides on the redirect; the bytes come from the storage host.
+            headers["Location"] = f"{self.hub.cdn_url}/blobs/{repo.sha256(fpath)}?repo={repo_id}&path={fpath}"
+            if self.hub.xet:
+                headers["X-Xet-Hash"] = hashlib.sha1(b"xet" + data).hexdigest()
+                headers["X-Xet-Refresh-Route"] = f"/api/models/{repo_id}/xet-read-token/{repo.sha}"
+            del headers["Accept-Ranges"], headers["Content-Type"]
+            return self._send(302, b"", headers, head_only=head_only)
+        self._send_bytes(repo_id, fpath, data, headers, head_only)
+
+    def _serve_blob(self, head_only: bool) -> None:
+        """The storage host: /blobs/<sha256>?repo=...&path=... (no auth needed, Range supported)."""
+        query = parse_qs(urlsplit(self.path).query)
+        repo_id, fpath = query.get("repo", [""])[0], query.get("path", [""])[0]
+        repo = self.hub.repos.get(repo_id)
+        sha = urlsplit(self.path).path.rsplit("/", 1)[-1]
+        if repo is None or fpath not in repo.files or repo.sha256(fpath) != sha:
+            return self._send(404, b"no such blob", head_only=head_only)
+        data = self.hub._served(repo_id, fpath)
+        headers = {"Accept-Ranges": "bytes", "Content-Type": "application/octet-stream", "ETag": f'"{sha}"'}
+        self._send_bytes(repo_id, fpath, data, headers, head_only)
+
+    def _send_bytes(self, repo_id: str, fpath: str, data: bytes, headers: dict, head_only: bool) -> None:
         start = 0
         rng = self.headers.get("Range")
         if rng and rng.startswith("bytes=") and not head_only:
@@ -278,6 +386,9 @@ class _Handler(BaseHTTPRequestHandler):
                 return self._send(416, b"", {"Content-Range": f"bytes */{len(data)}"})
             body = data[start:end + 1]
             headers["Content-Range"] = f"bytes {start}-{start + len(body) - 1}/{len(data)}"
+            stall_after = self.hub._take_stall(repo_id, fpath)
+            if stall_after is not None:
+                return self._stall(206, body, headers, stall_after)
             return self._send(206, body, headers)
 
         if head_only:
@@ -288,6 +399,9 @@ class _Handler(BaseHTTPRequestHandler):
             self.end_headers()
             return
 
+        stall_after = self.hub._take_stall(repo_id, fpath)
+        if stall_after is not None:
+            return self._stall(200, data, headers, stall_after)
         drop_after = self.hub._take_drop(repo_id, fpath)
         if drop_after is not None:
             # Promise the whole file, send part of it, then hang up.
@@ -305,3 +419,29 @@ class _Handler(BaseHTTPRequestHandler):
                 pass
             return
         self._send(200, data, headers)
+
+    def _stall(self, status: int, body: bytes, headers: dict, after: int) -> None:
+        """Promise the whole body, send `after` bytes, wait for `release()`, then hang up."""
+        self.send_response(status)
+        for k, v in headers.items():
+            self.send_header(k, str(v))
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        try:
+            self.wfile.write(body[:after])
+            self.wfile.flush()
+        except OSError:
+            pass
+        self.hub._released.wait(timeout=60)
+        if self.hub._finish_stalled:
+            try:
+                self.wfile.write(body[after:])
+                self.wfile.flush()
+            except OSError:
+                pass
+            return
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass

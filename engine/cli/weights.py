@@ -79,10 +79,22 @@ def cmd_download(args) -> int:
         try:
             status = W.download(name, weights_dir, progress=progress, include_optional=args.with_separator,
                                 on_message=lambda m: (progress.finish(), print(m, file=sys.stderr)))
+        except KeyboardInterrupt:
+            progress.finish()
+            print(f"interrupted: {_kept_note(name, weights_dir)}", file=sys.stderr)
+            return 130
         finally:
             progress.finish()
         print(f"{status.label}: complete in {status.weights_dir} ({W.format_bytes(status.size_on_disk)}).")
     return 0
+
+
+def _kept_note(name: str, weights_dir: str) -> str:
+    """After Ctrl-C: what was kept, and how to go on."""
+    st = W.find(name, weights_dir)
+    partial = sum(st.partial_files.values())
+    kept = f"the {W.format_bytes(partial)} fetched so far are kept" if partial else "finished files are kept"
+    return f"{kept}; run the same command again to resume ({W.fetch_command(name, weights_dir)})."
 
 
 def cmd_status(args) -> int:
@@ -99,13 +111,17 @@ def cmd_status(args) -> int:
         for c in st.components:
             opt = " (optional)" if c.optional else ""
             print(f"  {c.label}{opt}: {c.state}, {W.format_bytes(c.size_on_disk)}")
-            if c.state == "missing" and all(f.state == "missing" for f in c.files) and len(c.files) > 1:
+            if (c.state == "missing" and all(f.state == "missing" and not f.partial_size for f in c.files)
+                    and len(c.files) > 1):
                 print(f"    missing: {', '.join(f.path for f in c.files)}")
                 continue
             for f in c.files:
                 if f.state != "present":
                     why = f" ({f.detail})" if f.detail else ""
                     print(f"    {f.state}: {f.path}{why}")
+                    if f.partial_size:
+                        print(f"      partial: {W.format_bytes(f.partial_size)} of "
+                              f"{W.format_bytes(f.expected_size)}, will resume")
                 elif f.source == "cache":
                     print(f"    in the Hugging Face cache: {f.path}")
         if not st.complete:

@@ -14,6 +14,7 @@ from engine.errors import WeightsError
 from engine.variants import VARIANTS, Variant
 from engine.weights.checks import check_file
 from engine.weights.components import Component, _variant, components_for, default_weights_dir, posix_dirname
+from engine.weights.resume import read_partial
 from engine.weights.status import ComponentStatus, FileStatus, Status
 
 MANIFEST_NAME = ".humo-manifest.json"
@@ -62,7 +63,19 @@ def _write_manifest(weights_dir: Path, manifest: dict) -> None:
 def _file_status(comp: Component, repo_path: str, weights_dir: Path, manifest: dict) -> FileStatus:
     fs = _file_status_at(comp, repo_path, weights_dir, manifest)
     fs.repo_path = repo_path if comp.repo_id else None
+    if fs.state != "present" and comp.repo_id:
+        _note_partial(fs, weights_dir)
     return fs
+
+
+def _note_partial(fs: FileStatus, weights_dir: Path) -> None:
+    """An unfinished download of the file (`.partial/`) is reported, never counted as the file."""
+    partial = read_partial(weights_dir, fs.path)
+    if partial is None or not partial.size:
+        return
+    fs.partial_size = partial.size
+    if fs.expected_size is None:
+        fs.expected_size = partial.total
 
 
 def _file_status_at(comp: Component, repo_path: str, weights_dir: Path, manifest: dict) -> FileStatus:

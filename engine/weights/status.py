@@ -16,6 +16,7 @@ class FileStatus:
     expected_size: int | None = None
     detail: str = ""
     repo_path: str | None = None    # path inside the Hub repository, when it comes from one
+    partial_size: int | None = None  # bytes of an unfinished download waiting to be resumed (not counted as present)
 
     def to_dict(self) -> dict:
         return dict(self.__dict__)
@@ -85,11 +86,18 @@ class Status:
             if c.state == "present":
                 continue
             known = [f for f in c.files if f.expected_size]
+            partial = sum(f.partial_size or 0 for f in c.files if f.state != "present")
             if known and len(known) == len(c.files):
-                total += sum(f.expected_size for f in known if f.state != "present")
+                total += sum(f.expected_size for f in known if f.state != "present") - partial
             else:
-                total += max(c.approx_bytes - c.size_on_disk, 0)
+                total += max(c.approx_bytes - c.size_on_disk - partial, 0)
         return total
+
+    @property
+    def partial_files(self) -> dict[str, int]:
+        """Unfinished downloads of required files: path -> bytes already fetched."""
+        return {f.path: f.partial_size for c in self.required for f in c.files
+                if f.state != "present" and f.partial_size}
 
     @property
     def command(self) -> str | None:
@@ -105,6 +113,7 @@ class Status:
                 "random_weights": self.random_weights, "complete": self.complete,
                 "size_on_disk": self.size_on_disk, "bytes_to_download": self.bytes_to_download,
                 "missing": self.missing_files, "incomplete": self.incomplete_files,
+                "partial": self.partial_files,
                 "command": self.command, "components": [c.to_dict() for c in self.components]}
 
     def problem(self) -> str:
