@@ -738,12 +738,12 @@ def test_hub_mode_uses_hf_hub_download_and_keeps_no_partial(hub, tmp_path, monke
 
 
 def test_killed_cli_download_resumes_in_the_next_process(hub, tmp_path):
-    """Ctrl-C, then a hard kill, of `python -m engine download`; each next run continues the file."""
+    """Ctrl-C, SIGTERM, then a hard kill of `python -m engine download`; each next run continues the file."""
     import os
     import signal
     import subprocess
 
-    big_ema = torch_zip(1, 40 * MiB)
+    big_ema = torch_zip(1, 48 * MiB)
     hub.add_repo(W.HUMO_REPO, {**fake_release()[W.HUMO_REPO], "HuMo-1.7B/ema.pth": big_ema})
     wd = tmp_path / "weights"
     part = partial_of(wd, "HuMo/HuMo-1.7B/ema.pth")
@@ -775,19 +775,60 @@ def test_killed_cli_download_resumes_in_the_next_process(hub, tmp_path):
     assert "Traceback" not in first.stderr
     kept1 = part.stat().st_size
 
-    # 2) the next process resumes, then is killed outright
+    # 2) the next process resumes, then gets SIGTERM (a shutdown, a closed terminal: SIGHUP alike)
     hub.stall_once(W.HUMO_REPO, "HuMo-1.7B/ema.pth", 12 * MiB)
-    second = run_until_partial_has(kept1 + 10 * MiB, signal.SIGKILL)
-    assert second.returncode == -signal.SIGKILL
+    second = run_until_partial_has(kept1 + 10 * MiB, signal.SIGTERM)
+    assert second.returncode == 130 and "run the same command again to resume" in second.stderr
     assert f"Resuming HuMo/HuMo-1.7B/ema.pth at {W.format_bytes(kept1)}" in second.stderr
     kept2 = part.stat().st_size
-    assert part.read_bytes() == big_ema[:kept2]
 
-    # 3) and the third finishes it
+    # 3) the next one is killed outright: nothing of ours runs, the bytes on disk still count
+    hub.stall_once(W.HUMO_REPO, "HuMo-1.7B/ema.pth", 12 * MiB)
+    third = run_until_partial_has(kept2 + 10 * MiB, signal.SIGKILL)
+    assert third.returncode == -signal.SIGKILL
+    kept3 = part.stat().st_size
+    assert part.read_bytes() == big_ema[:kept3]
+
+    # 4) and the last one finishes it
     hub.requests.clear()
     assert W.download("humo-1.7b", wd).complete
-    assert file_gets(hub, "ema.pth") == [f"bytes={kept2}-"]
+    assert file_gets(hub, "ema.pth") == [f"bytes={kept3}-"]
     assert (wd / "HuMo/HuMo-1.7B/ema.pth").read_bytes() == big_ema
     assert not (wd / ".partial").exists()
     gets = [r for m, p, r in hub.requests if m == "GET"]
     assert gets and all(r is None for r in gets[1:])  # the other files were fetched whole
+
+
+def test_after_a_restart_only_the_flushed_part_of_a_partial_is_trusted(hub, tmp_path, monkeypatch):
+    from engine.weights import resume
+
+    monkeypatch.setattr(resume, "CHECKPOINT_BYTES", 4 * MiB)
+    data, comp = big_file(hub)
+    wd = tmp_path / "w"
+    sidecar = wd / ".partial/big/big.bin.part.json"
+    seen_durable = []
+
+    def written() -> int:  # while the hub stalls: the 10 MiB chunk gets flushed and recorded as durable
+        durable = json.loads(sidecar.read_text())["durable"] if sidecar.is_file() else 0
+        seen_durable.append(durable)
+        return durable
+
+    cancel_mid_file(hub, "test/big", "big.bin", written,
+                    lambda cancel: W.download("humo-1.7b", wd, components=[comp], cancel=cancel))
+    kept = size_of(partial_of(wd, "big/big.bin"))
+    assert seen_durable[-1] == kept  # flushed mid-transfer, before the stop
+    record = json.loads(sidecar.read_text())
+    assert record["durable"] == kept and record["boot_id"] == resume.boot_id()
+
+    # What a power cut leaves: more bytes on disk than were flushed, written in an earlier boot.
+    with open(partial_of(wd, "big/big.bin"), "ab") as f:
+        f.write(b"\0" * (3 * MiB))
+    sidecar.write_text(json.dumps({**record, "boot_id": "an-earlier-boot"}))
+    assert W.find("humo-1.7b", wd, components=[comp]).partial_files == {"big/big.bin": kept}
+
+    hub.requests.clear()
+    messages = []
+    assert W.download("humo-1.7b", wd, components=[comp], on_message=messages.append).complete
+    assert file_gets(hub, "big.bin") == [f"bytes={kept}-"]
+    assert (wd / "big/big.bin").read_bytes() == data
+    assert any("before the machine restarted" in m for m in messages), messages

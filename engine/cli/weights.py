@@ -1,8 +1,11 @@
 """`python -m engine download` and `python -m engine status`: get and inspect checkpoint files."""
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 import time
 
 from engine import weights as W
@@ -77,8 +80,9 @@ def cmd_download(args) -> int:
     progress = TerminalProgress()
     for name in names:
         try:
-            status = W.download(name, weights_dir, progress=progress, include_optional=args.with_separator,
-                                on_message=lambda m: (progress.finish(), print(m, file=sys.stderr)))
+            with _stop_signals_interrupt():
+                status = W.download(name, weights_dir, progress=progress, include_optional=args.with_separator,
+                                    on_message=lambda m: (progress.finish(), print(m, file=sys.stderr)))
         except KeyboardInterrupt:
             progress.finish()
             print(f"interrupted: {_kept_note(name, weights_dir)}", file=sys.stderr)
@@ -87,6 +91,25 @@ def cmd_download(args) -> int:
             progress.finish()
         print(f"{status.label}: complete in {status.weights_dir} ({W.format_bytes(status.size_on_disk)}).")
     return 0
+
+
+@contextlib.contextmanager
+def _stop_signals_interrupt():
+    """SIGTERM and SIGHUP (a closed terminal) stop a download like Ctrl-C: the partial file is flushed and kept."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    names = [n for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n)]
+    old = {n: signal.signal(getattr(signal, n), interrupt) for n in names}
+    try:
+        yield
+    finally:
+        for n, handler in old.items():
+            signal.signal(getattr(signal, n), handler)
 
 
 def _kept_note(name: str, weights_dir: str) -> str:

@@ -71,9 +71,9 @@ def _file_status(comp: Component, repo_path: str, weights_dir: Path, manifest: d
 def _note_partial(fs: FileStatus, weights_dir: Path) -> None:
     """An unfinished download of the file (`.partial/`) is reported, never counted as the file."""
     partial = read_partial(weights_dir, fs.path)
-    if partial is None or not partial.size:
+    if partial is None or not partial.trusted:
         return
-    fs.partial_size = partial.size
+    fs.partial_size = partial.trusted
     if fs.expected_size is None:
         fs.expected_size = partial.total
 
@@ -219,6 +219,7 @@ def weights_summary(weights_dir: str | os.PathLike | None = None) -> list[dict]:
             "bytes_to_download": 0 if st.complete else st.bytes_to_download,
             "missing": st.missing_files,
             "incomplete": st.incomplete_files,
+            "partial": st.partial_files,
             "separator": next((c.state for c in st.components if c.key == "separator"), None),
             "command": st.command,
         })

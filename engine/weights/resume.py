@@ -22,6 +22,12 @@ How (the default, `HUMO_DOWNLOAD=resume`):
   more from zero.
 - Cancel, Ctrl-C, a lost connection or a killed process keep the partial file; a lock file next
   to it stops two downloads from writing the same partial at once.
+- Power loss or a reboot can leave the end of a file that was still in the page cache as zeros
+  or garbage, which only the final sha256 would catch (and then the whole file would be fetched
+  again). So the partial is flushed to disk (fsync) every `CHECKPOINT_BYTES` and when a transfer
+  stops, and the sidecar records that durable size and the boot it was written in. In the same
+  boot every byte on disk is trusted; after a restart only the durable size is, so a reboot costs
+  at most one checkpoint interval.
 - Xet: repositories on the Hub are Xet-backed, and their resolve URL still serves the bytes
   (after a redirect) with Range support, so they resume too. This path does not use hf_xet's
   parallel transfer; `HUMO_DOWNLOAD=hub` goes back to plain `hf_hub_download` (Xet transfers,
@@ -43,6 +49,16 @@ PART_SUFFIX = ".part"
 SIDECAR_SUFFIX = ".part.json"
 DOWNLOAD_MODE_ENV = "HUMO_DOWNLOAD"
 MODES = ("resume", "hub")
+# Flush the partial file to disk this often: what a power loss or reboot can cost at most.
+CHECKPOINT_BYTES = 256 * 1024 * 1024
+
+
+def boot_id() -> str | None:
+    """This boot of the machine (Linux), so a partial written before a restart can be told apart."""
+    try:
+        return Path("/proc/sys/kernel/random/boot_id").read_text().strip() or None
+    except OSError:
+        return None
 
 
 def download_mode() -> str:
@@ -75,6 +91,15 @@ class Partial:
     def total(self) -> int | None:
         total = self.record.get("size")
         return total if isinstance(total, int) else None
+
+    @property
+    def trusted(self) -> int:
+        """Bytes that can be continued from: all of them in the boot that wrote them, else the durable part."""
+        this_boot = boot_id()
+        if this_boot is not None and self.record.get("boot_id") == this_boot:
+            return self.size
+        durable = self.record.get("durable")
+        return min(self.size, durable) if isinstance(durable, int) and durable >= 0 else 0
 
 
 def read_partial(weights_dir: Path, rel: str) -> Partial | None:
@@ -117,7 +142,7 @@ def reusable_bytes(weights_dir: Path, rel: str, repo_id: str, repo_path: str, et
     partial = read_partial(weights_dir, rel)
     if partial is None or mismatch(partial, repo_id, repo_path, etag, size):
         return 0
-    return partial.size
+    return partial.trusted
 
 
 def discard(weights_dir: Path, rel: str) -> None:
@@ -192,39 +217,92 @@ def fetch(t: Transfer, weights_dir: Path, headers: dict, tqdm_class, say: Callab
         raise WeightsError(f"Another download of {t.rel} is running into {wd}.",
                            hint="Wait for it to finish, or stop it first.") from None
     try:
-        offset = _start_offset(t, wd, say, format_bytes)
-        with open(part, "r+b" if offset else "wb") as f:
-            f.seek(offset)
-            f.truncate()
+        offset, record = _start(t, wd, say, format_bytes)
+        with open(part, "r+b" if offset else "wb") as raw:
+            raw.seek(offset)
+            raw.truncate()
+            f = _CheckpointedFile(raw, lambda durable: _write_sidecar(wd, t.rel, {**record, "durable": durable}))
             try:
                 http_get(t.url, f, resume_size=offset, headers=headers, expected_size=t.size,
                          displayed_filename=t.rel, tqdm_class=tqdm_class)
             finally:
-                f.flush()
-                os.fsync(f.fileno())
+                f.checkpoint()
         return offset
     finally:
         lock.release()
 
 
-def _start_offset(t: Transfer, wd: Path, say: Callable[[str], None], format_bytes) -> int:
-    """Continue a matching partial, or start over (saying why) and write a fresh sidecar."""
+def _start(t: Transfer, wd: Path, say: Callable[[str], None], format_bytes) -> tuple[int, dict]:
+    """Continue a matching partial, or start over (saying why); the sidecar for this run, written."""
     partial = read_partial(wd, t.rel)
+    offset = 0
     if partial is not None:
         why = mismatch(partial, t.repo_id, t.repo_path, t.etag, t.size)
         if why is None:
-            if partial.size:
-                say(f"Resuming {t.rel} at {format_bytes(partial.size)} of {format_bytes(t.size)}.")
-            return partial.size
-        if partial.size:
+            offset = partial.trusted
+            if offset < partial.size:
+                say(f"Resuming {t.rel} at {format_bytes(offset)} of {format_bytes(t.size)}: the last "
+                    f"{format_bytes(partial.size - offset)} were written before the machine restarted "
+                    "and are fetched again.")
+            elif offset:
+                say(f"Resuming {t.rel} at {format_bytes(offset)} of {format_bytes(t.size)}.")
+        elif partial.size:
             say(f"Starting {t.rel} again from zero: a partial download of {format_bytes(partial.size)} "
                 f"was there, but {why}.")
-    # Old bytes go before the new sidecar is written: a sidecar must never vouch for another file's bytes.
-    partial_path(wd, t.rel).unlink(missing_ok=True)
+    if not offset:
+        # Old bytes go before the new sidecar is written: a sidecar must never vouch for another file's bytes.
+        partial_path(wd, t.rel).unlink(missing_ok=True)
     record = {"version": 1, **_identity(t.repo_id, t.repo_path, t.etag, t.size), "sha256": t.sha256,
-              "commit": t.commit, "url": t.url}
-    side = sidecar_path(wd, t.rel)
+              "commit": t.commit, "url": t.url, "boot_id": boot_id()}
+    _write_sidecar(wd, t.rel, {**record, "durable": offset})
+    return offset, record
+
+
+def _write_sidecar(wd: Path, rel: str, record: dict) -> None:
+    side = sidecar_path(wd, rel)
     tmp = side.with_name(side.name + ".tmp")
-    tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
+    with open(tmp, "w") as f:
+        f.write(json.dumps(record, indent=1, sort_keys=True))
+        f.flush()
+        os.fsync(f.fileno())
     os.replace(tmp, side)
-    return 0
+
+
+class _CheckpointedFile:
+    """The partial file as `http_get` writes it, flushed to disk every CHECKPOINT_BYTES.
+
+    After each flush `on_durable(size)` records how much of the file is surely on disk; a
+    truncation (the server ignored the Range request) records the shorter size at once.
+    """
+
+    def __init__(self, f, on_durable: Callable[[int], None]):
+        self._f = f
+        self._on_durable = on_durable
+        self._pending = 0
+
+    def write(self, data) -> int:
+        n = self._f.write(data)
+        self._pending += n
+        if self._pending >= CHECKPOINT_BYTES:
+            self.checkpoint()
+        return n
+
+    def checkpoint(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._pending = 0
+        self._on_durable(self._f.tell())
+
+    def truncate(self, size: int | None = None) -> int:
+        out = self._f.truncate(size)
+        self.checkpoint()
+        return out
+
+    def seek(self, *args) -> int:
+        return self._f.seek(*args)
+
+    def tell(self) -> int:
+        return self._f.tell()
+
+    def flush(self) -> None:
+        self._f.flush()
