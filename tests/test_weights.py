@@ -94,7 +94,7 @@ def hub(tmp_path, monkeypatch):
     monkeypatch.setenv("HF_ENDPOINT", server.url)
     monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
     for name in ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE", "HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE",
-                 W.WEIGHTS_DIR_ENV):
+                 W.WEIGHTS_DIR_ENV, W.DOWNLOAD_MODE_ENV, "HF_TOKEN"):
         monkeypatch.delenv(name, raising=False)
     # huggingface_hub reads these at import time. The endpoint is passed explicitly by the code
     # under test; telemetry off keeps the library from calling its default endpoint on its own.
@@ -212,7 +212,9 @@ def test_download_17b_reads_the_index_and_fetches_its_shards_only(hub, tmp_path)
     assert hub.requested_files("GET") == ["bytedance-research/HuMo:HuMo-17B/humo-00002-of-00002.safetensors"]
 
 
-def test_download_resumes_after_the_connection_drops(hub, tmp_path):
+@pytest.mark.parametrize("mode", ["resume", "hub"])
+def test_download_resumes_after_the_connection_drops(hub, tmp_path, monkeypatch, mode):
+    monkeypatch.setenv("HUMO_DOWNLOAD", mode)
     # Past huggingface_hub's 10 MB read chunk, so part of the file is on disk when the link drops.
     data = np.random.default_rng(3).bytes(24 * 1024 * 1024)
     hub.add_repo("test/big", {"big.bin": data})

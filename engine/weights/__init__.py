@@ -11,9 +11,11 @@ each component is a handful of files from one Hub repository.
 
 `find` never touches the network: it looks in the weights folder, then in the Hugging Face
 cache. `download` checks local files first, then fetches only what is missing with
-huggingface_hub (so `HF_ENDPOINT`, tokens and Xet storage work as usual), checks the sizes
-and the LFS sha256 the Hub publishes, and records them in `.humo-manifest.json` so later
-checks can spot a truncated file without hashing it again.
+huggingface_hub (so `HF_ENDPOINT` and tokens work as usual), checks the sizes and the LFS
+sha256 the Hub publishes, and records them in `.humo-manifest.json` so later checks can spot a
+truncated file without hashing it again. Transfers resume across runs: unfinished files wait in
+`<weights>/.partial/` (never counted as present) until a later run completes them;
+`HUMO_DOWNLOAD=hub` uses plain `hf_hub_download` instead (Xet transfers, no cross-run resume).
 
 The pieces:
   components   the component table: repositories, files, approximate sizes, fetch commands
@@ -21,6 +23,7 @@ The pieces:
   status       file / component / variant statuses as data, and `format_bytes`
   local        `find`, `require`, `locate`, `weights_summary`, the manifest and the HF cache
   hub          one file from the Hub: offline mode, metadata (size, sha256), the transfer
+  resume       partial files, their sidecars and the Range transfer that continues them
   downloader   `download`: disk space, fetch, verify, record
 """
 from engine.errors import Cancelled, OutOfResources, WeightsError
@@ -32,10 +35,12 @@ from engine.weights.components import (APPROX_BYTES, COMPONENTS, DEFAULT_WEIGHTS
 from engine.weights.downloader import DISK_MARGIN_BYTES, check_disk_space, download
 from engine.weights.hub import MessageCallback, ProgressCallback, is_offline
 from engine.weights.local import MANIFEST_NAME, find, locate, read_manifest, require, weights_summary
+from engine.weights.resume import DOWNLOAD_MODE_ENV, PARTIAL_DIR, download_mode
 from engine.weights.status import ComponentStatus, FileStatus, Status, format_bytes
 
 __all__ = [
-    "APPROX_BYTES", "COMPONENTS", "DEFAULT_WEIGHTS_DIR", "DIT_1_7B", "DIT_17B", "DISK_MARGIN_BYTES", "GB",
+    "APPROX_BYTES", "COMPONENTS", "DEFAULT_WEIGHTS_DIR", "DIT_1_7B", "DIT_17B", "DISK_MARGIN_BYTES", "DOWNLOAD_MODE_ENV",
+    "GB", "PARTIAL_DIR", "download_mode",
     "HUMO_REPO", "MANIFEST_NAME", "MB", "SEPARATOR", "SEPARATOR_REPO", "SHARED", "T5", "TOKENIZER", "VAE",
     "WAN_REPO", "WEIGHTS_DIR_ENV", "WHISPER", "WHISPER_REPO",
     "Cancelled", "Component", "ComponentStatus", "FileStatus", "MessageCallback", "OutOfResources",
