@@ -21,8 +21,9 @@ metadata on the redirect itself) to a second server on another port, a stand-in 
 storage/CDN host, which serves the bytes with Range; `xet=True` adds the headers of a Xet-backed
 file (X-Xet-Hash, refresh route) to that redirect.
 
-Every request is recorded in `requests` as (method, path-with-query, Range header); requests to
-the CDN also go to `cdn_requests` as (method, path, Range header, Authorization header).
+Every request is recorded in `requests` as (method, path-with-query, Range header), and in
+`authorization` with its Authorization header; requests to the CDN also go to `cdn_requests` as
+(method, path, Range header, Authorization header).
 """
 from __future__ import annotations
 
@@ -78,6 +79,7 @@ class FakeHub:
         self.repos: dict[str, FakeRepo] = {}
         self.requests: list[tuple[str, str, str | None]] = []
         self.cdn_requests: list[tuple[str, str, str | None, str | None]] = []
+        self.authorization: list[tuple[str, str, str | None]] = []  # (method, path, Authorization header)
         self._drops: dict[tuple[str, str], int] = {}
         self._stalls: dict[tuple[str, str], int] = {}
         self._released = threading.Event()
@@ -235,6 +237,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _record(self) -> None:
         with self.hub._lock:
             self.hub.requests.append((self.command, self.path, self.headers.get("Range")))
+            self.hub.authorization.append((self.command, self.path, self.headers.get("Authorization")))
             if self.is_cdn:
                 self.hub.cdn_requests.append((self.command, self.path, self.headers.get("Range"),
                                               self.headers.get("Authorization")))

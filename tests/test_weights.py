@@ -700,9 +700,12 @@ def test_resume_through_a_storage_redirect_of_a_xet_backed_file(hub, tmp_path, m
     wd = tmp_path / "w"
     kept = interrupted_run(hub, wd, comp, data)
     hub.cdn_requests.clear()
+    hub.authorization.clear()
     assert W.download("humo-1.7b", wd, components=[comp]).complete
     assert [(m, r) for m, _, r, _ in hub.cdn_requests] == [("GET", f"bytes={kept}-")]
-    assert all(auth is None for *_, auth in hub.cdn_requests)  # the token stays with the Hub
+    at_hub = [a for m, p, a in hub.authorization if m == "GET" and "/resolve/" in p]
+    assert at_hub == ["Bearer hf_test_token_for_the_stand_in_hub"]  # the Hub gets the token...
+    assert all(auth is None for *_, auth in hub.cdn_requests)  # ...the storage host never does
     assert (wd / "big/big.bin").read_bytes() == data
 
 
