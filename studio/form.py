@@ -6,6 +6,7 @@ so existing API callers keep working. Nothing here imports torch.
 from __future__ import annotations
 
 import os
+import random
 from typing import Any
 
 from engine.errors import InputError
@@ -22,15 +23,18 @@ LIPS_ORIGINAL, LIPS_VOICE = "Original clip", "Isolated voice"
 STANDARD_SIZES = ((832, 480), (480, 832), (1280, 720), (720, 1280))
 CUSTOM = "custom"
 MAX_SEED = 2**31 - 1
+RANDOM_SEED = -1         # the seed box's value for "a random seed for every run"
+MAX_RUNS = 16            # runs one Generate click can make (a batch)
 MIN_SIDE, MAX_SIDE = 64, 2048
 EXACT = "exact"          # the fast-mode value for exact mode (GenerationRequest.fast_mode = None)
 AUTO = "auto"
 
-# The generate inputs, in API order. The performance inputs (plan .. compile) came last.
+# The generate inputs, in API order. The performance inputs (plan .. compile) came later, and the
+# number of runs (a batch) last: callers that leave them out get their defaults.
 FORM_KEYS = ("variant", "mode", "prompt", "negative_prompt", "images", "audio", "trim_start", "trim_end",
              "lips", "mix_background", "background_gain", "size", "width", "height", "match_audio", "frames",
              "steps", "shift", "scale_t", "scale_i", "scale_a", "seed",
-             "plan", "fast_mode", "attention", "compile")
+             "plan", "fast_mode", "attention", "compile", "runs")
 # Settings kept under metadata["studio"] (not fields of GenerationRequest).
 STUDIO_EXTRAS = ("trim_start", "trim_end", "lips", "mix_background", "background_gain", "match_audio",
                  "steps", "plan", "attention", "compile")
@@ -100,7 +104,26 @@ def form_values(values) -> dict[str, Any]:
     f.setdefault("fast_mode", EXACT)
     f.setdefault("attention", AUTO)
     f.setdefault("compile", False)
+    f.setdefault("runs", 1)
     return f
+
+
+def is_random_seed(seed) -> bool:
+    """True for the seed box's "random" value (-1; any negative number counts)."""
+    try:
+        return seed not in (None, "") and int(seed) < 0
+    except (TypeError, ValueError):
+        return False
+
+
+def batch_seeds(seed, runs: int, rng: random.Random | None = None) -> list[int]:
+    """The seeds of a batch: seed, seed+1, ... (wrapping past MAX_SEED), or one random seed per run."""
+    runs = int(runs)
+    if is_random_seed(seed):
+        rng = rng or random.SystemRandom()
+        return [rng.randint(0, MAX_SEED) for _ in range(runs)]
+    start = int(seed) if seed not in (None, "") else 0
+    return [(start + i) % (MAX_SEED + 1) for i in range(runs)]
 
 
 def fast_mode_value(value) -> str | None:
@@ -109,9 +132,32 @@ def fast_mode_value(value) -> str | None:
     return None if text.lower() in ("", EXACT, "off", "none", "exact (default)") else text
 
 
+def _whole(value, default: int) -> int | None:
+    """A whole number from a form value (empty: `default`); None when it is not one."""
+    if value in (None, ""):
+        return default
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return int(number) if number.is_integer() else None
+
+
 def validate_form(f: dict[str, Any]) -> None:
     """Checks a person can fix at once, before any model work. Raises InputError."""
     variant, mode = f["variant"], f["mode"]
+    runs = _whole(f.get("runs"), 1)
+    if runs is None:
+        raise InputError(f"Runs must be a whole number, not {f.get('runs')!r}.", hint=f"Use 1 to {MAX_RUNS}.")
+    if not 1 <= runs <= MAX_RUNS:
+        raise InputError(f"Runs must be 1 to {MAX_RUNS}, not {runs}.",
+                         hint=f"Make up to {MAX_RUNS} videos per click; click again for more.")
+    seed = _whole(f["seed"], 0)
+    if seed is None:
+        raise InputError(f"The seed must be a whole number, not {f['seed']!r}.",
+                         hint=f"Use 0 to {MAX_SEED}, or {RANDOM_SEED} for a random seed.")
+    if seed > MAX_SEED:
+        raise InputError(f"The seed {seed} is too large.", hint=f"Use 0 to {MAX_SEED}, or {RANDOM_SEED} for random.")
     if variant not in VARIANTS:
         raise InputError(f"Unknown model {variant!r}.", hint=f"Pick one of: {', '.join(VARIANTS)}.")
     if mode not in MODES:
@@ -198,5 +244,6 @@ def values_from_settings(s: dict[str, Any], default_variant: str, keep=None) -> 
         "fast_mode": s.get("fast_mode") or EXACT,
         "attention": extras.get("attention") or AUTO,
         "compile": bool(extras.get("compile", False)),
+        "runs": 1,              # one run: the same video again (its seed is the one that ran)
     }
     return [val[k] for k in FORM_KEYS]

@@ -1,7 +1,9 @@
-"""The Generate button: checks, audio preparation, the streamed run, then the gallery.
+"""The Generate button: checks, audio preparation, the streamed runs, then the gallery.
 
 `make_generate` returns the event handler. It yields (status, preview, video, summary, grid)
-tuples: the page only renders what the run worker reports (see studio.jobs).
+tuples: the page only renders what the run worker reports (see studio.jobs). One click makes
+one run or a batch (`runs` in the form): the runs go one after another on the loaded engine,
+each saved to the gallery as it finishes; Cancel stops the current run and the rest.
 """
 from __future__ import annotations
 
@@ -17,11 +19,11 @@ from engine.errors import Cancelled
 from engine.variants import get_variant
 from studio import audio_tools
 from studio.config import StudioConfig
-from studio.form import (LIPS_VOICE, STUDIO_EXTRAS, build_request, fast_mode_value, files_of, form_values,
-                         uses_audio, uses_image, validate_form)
-from studio.jobs import RunState, stream_run
+from studio.form import (LIPS_VOICE, STUDIO_EXTRAS, batch_seeds, build_request, fast_mode_value, files_of,
+                         form_values, is_random_seed, uses_audio, uses_image, validate_form)
+from studio.jobs import BATCH, BatchControl, RunState, stream_run
 from studio.runtime import EngineOptions, Runtime
-from studio.status import STAGE_TEXT, friendly, preview_sheet, status_html
+from studio.status import STAGE_TEXT, esc, friendly, preview_sheet, status_html
 
 log = logging.getLogger("humo.studio")
 
@@ -35,21 +37,48 @@ def record_engine_choices(extras: dict, engine) -> None:
         extras["attention_used"] = engine.attention_backend
 
 
-def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[], list]):
-    def generate(*values, progress=gr.Progress()):
-        """Make a video. Streams (status, preview, video, summary, gallery) while it runs."""
+def batch_head(run: int, runs: int, seed: int, random_seed: bool) -> str:
+    """The line above the progress of one run of a batch: which run, which seed."""
+    if runs <= 1 and not random_seed:
+        return ""
+    what = f"random seed {seed}" if random_seed else f"seed {seed}"
+    text = f"Run {run} of {runs} · {what}" if runs > 1 else what[0].upper() + what[1:]
+    return f'<div class="batch" data-run="{run}" data-runs="{runs}">{esc(text)}</div>'
+
+
+def seeds_text(seeds: list[int], random_seed: bool) -> str:
+    if random_seed:
+        return "random seeds " + ", ".join(map(str, seeds)) if len(seeds) > 1 else f"random seed {seeds[0]}"
+    return f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
+
+
+def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[str | None], list],
+                  batch: BatchControl = BATCH):
+    """The Generate handler. `gallery_items(session)` renders the gallery grid as that browser
+    session shows it (its search, filters and page)."""
+
+    def prepare(f: dict):
+        """Checks and the audio, once for the whole batch. Raises readable errors."""
+        validate_form(f)
+        options = EngineOptions.from_form(f["plan"], f["attention"], f["compile"])
+        from studio.performance import check_options
+        check_options(options.plan, f["fast_mode"], options.attention)
+        if uses_image(f["mode"]):
+            from engine.media import load_image
+            for p in files_of(f["images"]):
+                load_image(p)          # unreadable or oversized photos fail here, readably
+        rt.workdir.mkdir(parents=True, exist_ok=True)
+        return options
+
+    def generate(*values, request: gr.Request = None, progress=gr.Progress()):
+        """Make a video, or a batch of them (`runs`, seeds seed, seed+1, ...; seed -1: random seeds).
+        Streams (status, preview, video, summary, gallery) while it runs; each finished run is
+        in the gallery at once."""
+        session = getattr(request, "session_hash", None)
         f = form_values(values)
         keep = gr.skip()
         try:
-            validate_form(f)
-            options = EngineOptions.from_form(f["plan"], f["attention"], f["compile"])
-            from studio.performance import check_options
-            check_options(options.plan, f["fast_mode"], options.attention)
-            if uses_image(f["mode"]):
-                from engine.media import load_image
-                for p in files_of(f["images"]):
-                    load_image(p)          # unreadable or oversized photos fail here, readably
-            rt.workdir.mkdir(parents=True, exist_ok=True)
+            options = prepare(f)
             drive_audio, stems = None, None
             if uses_audio(f["mode"]):
                 yield status_html(message="Preparing the audio…"), keep, None, "", keep
@@ -65,17 +94,64 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[],
             extras["audio_source"] = f["audio"]
             if stems is not None:
                 extras["separation"] = stems.method
-            out_path = str(rt.workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4")
-            req = build_request(f, drive_audio, out_path, extras)
+            runs, random_seed = int(f["runs"] or 1), is_random_seed(f["seed"])
+            seeds = batch_seeds(f["seed"], runs)
+            requests = []
+            for i, seed in enumerate(seeds, 1):
+                run_extras = dict(extras)
+                if runs > 1:
+                    run_extras["batch"] = {"run": i, "runs": runs, "seeds": "random" if random_seed else "sequential"}
+                out_path = str(rt.workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4")
+                requests.append((build_request(dict(f, seed=seed), drive_audio, out_path, run_extras), run_extras))
         except Exception as err:
             msg = friendly(err)
             gr.Warning(msg)
             yield status_html(message=msg, error=True), keep, None, "", keep
             return
 
+        batch.begin()
+        done: list[tuple] = []           # (result, entry) of the runs that finished
+        try:
+            for i, (req, run_extras) in enumerate(requests, 1):
+                if batch.stopped:
+                    yield stopped_status(len(done), runs), keep, keep, keep, keep
+                    return
+                head = batch_head(i, runs, req.seed, random_seed)
+                outcome = yield from one_run(req, run_extras, options, head, i, runs, progress)
+                if outcome is None:          # cancelled or failed: the runs after it do not start
+                    if done and runs > 1:
+                        yield stopped_status(len(done), runs), keep, keep, keep, keep
+                    return
+                try:
+                    entry = keep_result(outcome, f, drive_audio, stems)
+                except Exception as err:
+                    msg = friendly(err)
+                    gr.Warning(msg)
+                    yield status_html(message=msg, error=True), keep, keep, keep, keep
+                    return
+                done.append((outcome, entry))
+                last = i == runs
+                if last and runs == 1:
+                    status = status_html(message=f"Done: {entry.id}")
+                elif last:
+                    status = status_html(message=f"Done: {runs} runs ({seeds_text(seeds, random_seed)}): "
+                                                 + ", ".join(e.id for _, e in done))
+                else:
+                    status = head + status_html(message=f"Run {i} of {runs} saved as {entry.id}; "
+                                                        f"run {i + 1} starts…")
+                yield (status, keep, str(entry.video), summary_markdown(f, done, runs, random_seed),
+                       gallery_items(session))
+        finally:
+            batch.end()
+
+    def one_run(req, extras: dict, options: EngineOptions, head: str, run: int, runs: int, progress):
+        """Stream one run of the batch; returns its ResultEvent, or None when it was cancelled or failed."""
+        keep = gr.skip()
+
         def events():
             # Runs on the worker, under the one-run lock: the engine is rebuilt here when the
-            # options changed, never while another run is active.
+            # options changed, never while another run is active. Between the runs of a batch
+            # the options are the same, so the loaded models stay.
             eng = rt.engine(options)
             rt.begin_run()
             try:
@@ -89,60 +165,63 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[],
                 rt.end_run()
 
         reloading = not rt.loaded or rt.options != options
-        yield status_html(RunState(stage="loading" if reloading else "queued")), None, None, "", keep
-        result, shown_step = None, -1
+        first = run == 1      # later runs of a batch keep the previous video and summary until theirs is done
+        yield head + status_html(RunState(stage="loading" if reloading else "queued")), None, \
+            (None if first else keep), ("" if first else keep), keep
+        shown_step = -1
         for state in stream_run(events, rt.cancel):
             for note in state.new_notices:
                 gr.Info(note)
             if state.error is not None:
                 if isinstance(state.error, Cancelled):
-                    yield status_html(message="Cancelled. Ready for the next run."), keep, None, "", keep
+                    yield status_html(message="Cancelled. Ready for the next run."), keep, keep, keep, keep
                 else:
                     msg = friendly(state.error)
                     gr.Warning(msg)
-                    yield status_html(message=msg, error=True), keep, None, "", keep
-                return
+                    yield status_html(message=msg, error=True), keep, keep, keep, keep
+                return None
             if state.total:
-                progress((state.step, state.total), desc=STAGE_TEXT.get(state.stage, state.stage))
+                stage = STAGE_TEXT.get(state.stage, state.stage)
+                progress((state.step, state.total), desc=f"Run {run}/{runs} · {stage}" if runs > 1 else stage)
             new_preview = state.preview is not None and state.preview_step != shown_step
             if new_preview:
                 shown_step = state.preview_step
             pv = preview_sheet(state.preview) if new_preview else keep
-            yield status_html(state), pv, keep, keep, keep
+            yield head + status_html(state), pv, keep, keep, keep
             if state.result is not None:
-                result = state.result
-                break
-        if result is None:
-            return
+                return state.result
+        return None
+
+    def keep_result(result, f: dict, drive_audio, stems):
+        """The finished MP4 with the clip's full-quality audio, a thumbnail, into the gallery."""
+        video_path = result.video_path
+        if stems is not None and f["mix_background"]:
+            audio_tools.replace_audio(video_path, audio_tools.mix_wav(stems, f["background_gain"], rt.workdir))
+        elif drive_audio:
+            # The engine muxes the 16 kHz audio the model heard; the video keeps the clip's full quality.
+            audio_tools.replace_audio(video_path, drive_audio)
+        thumb = str(Path(video_path).with_suffix(".thumb.png"))
         try:
-            video_path = result.video_path
-            if stems is not None and f["mix_background"]:
-                yield status_html(message="Mixing the background back in…"), keep, keep, keep, keep
-                audio_tools.replace_audio(video_path, audio_tools.mix_wav(stems, f["background_gain"], rt.workdir))
-            elif drive_audio:
-                # The engine muxes the 16 kHz audio the model heard; the video keeps the clip's full quality.
-                audio_tools.replace_audio(video_path, drive_audio)
-            thumb = str(Path(video_path).with_suffix(".thumb.png"))
-            try:
-                from engine.media import make_thumbnail
-                make_thumbnail(video_path, thumb)
-            except Exception as err:
-                log.warning("thumbnail failed: %s", err)
-                thumb = None
-            entry = rt.gallery.add_result(result, thumbnail_path=thumb, move=True)
-            final_video = str(entry.video)
+            from engine.media import make_thumbnail
+            make_thumbnail(video_path, thumb)
         except Exception as err:
-            msg = friendly(err)
-            gr.Warning(msg)
-            yield status_html(message=msg, error=True), keep, keep, keep, keep
-            return
-        yield (status_html(message=f"Done: {entry.id}"), keep, final_video, summary_markdown(f, result, entry),
-               gallery_items())
+            log.warning("thumbnail failed: %s", err)
+            thumb = None
+        return rt.gallery.add_result(result, thumbnail_path=thumb, move=True)
 
     return generate
 
 
-def summary_markdown(f: dict, result, entry) -> str:
+def stopped_status(done: int, runs: int) -> str:
+    if not done:
+        return status_html(message="Cancelled. Ready for the next run.")
+    return status_html(message=f"Cancelled after {done} of {runs} runs (those {done} are in the gallery). "
+                               "Ready for the next run.")
+
+
+def summary_markdown(f: dict, done: list[tuple], runs: int = 1, random_seed: bool = False) -> str:
+    """What the finished runs made: for one run its numbers; for a batch a line per run."""
+    result, entry = done[-1]
     settings = getattr(result, "settings", None) or {}
     studio = (settings.get("metadata") or {}).get("studio") or {}
     speed = []
@@ -150,7 +229,15 @@ def summary_markdown(f: dict, result, entry) -> str:
         speed.append(f"plan {studio['plan_used']}")
     fast = settings.get("fast_mode") or fast_mode_value(f.get("fast_mode"))
     speed.append(f"fast mode {fast} (approximate)" if fast else "exact")
-    tiny = get_variant(f["variant"]).random_weights
-    return (f"**Done** in {result.timings.get('total_s', 0.0):.1f} s · {result.frames} frames at {result.fps} fps · "
-            f"{result.width}×{result.height} · seed {result.seed} · {' · '.join(speed)} · saved to the gallery as "
-            f"`{entry.id}`" + ("  \nTiny variant: random weights, so the video is noise." if tiny else ""))
+    tiny = "  \nTiny variant: random weights, so the video is noise." if get_variant(f["variant"]).random_weights else ""
+    if runs == 1:
+        return (f"**Done** in {result.timings.get('total_s', 0.0):.1f} s · {result.frames} frames at {result.fps} fps · "
+                f"{result.width}×{result.height} · seed {result.seed} · {' · '.join(speed)} · saved to the gallery as "
+                f"`{entry.id}`" + tiny)
+    kind = "random seeds" if random_seed else "seeds counting up from the seed box"
+    lines = [f"**{len(done)} of {runs} runs done** ({kind}) · {result.frames} frames at {result.fps} fps · "
+             f"{result.width}×{result.height} · {' · '.join(speed)}"]
+    for i, (res, ent) in enumerate(done, 1):
+        lines.append(f"{i}. seed {res.seed} · {res.timings.get('total_s', 0.0):.1f} s · saved to the gallery as "
+                     f"`{ent.id}`")
+    return "  \n".join(lines) + tiny

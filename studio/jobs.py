@@ -15,6 +15,44 @@ from typing import Any, Callable, Iterable, Iterator
 # One engine, one run at a time: a new run waits here until a cancelled one has wound down.
 ENGINE_LOCK = threading.Lock()
 
+
+class BatchControl:
+    """Stops a batch (several runs from one click) between its runs.
+
+    Cancelling the engine stops the run that is going; this flag stops the runs after it,
+    including when Cancel comes while one run is being saved and the next has not started.
+    One batch runs at a time (the Generate event has a concurrency limit of one).
+    """
+
+    def __init__(self) -> None:
+        self._stop = threading.Event()
+        self._active = threading.Event()
+
+    def begin(self) -> None:
+        self._stop.clear()
+        self._active.set()
+
+    def end(self) -> None:
+        self._active.clear()
+
+    def stop(self) -> bool:
+        """Ask the batch to stop; True when one was going."""
+        if self._active.is_set():
+            self._stop.set()
+            return True
+        return False
+
+    @property
+    def active(self) -> bool:
+        return self._active.is_set()
+
+    @property
+    def stopped(self) -> bool:
+        return self._stop.is_set()
+
+
+BATCH = BatchControl()
+
 _DONE = object()
 
 

@@ -8,11 +8,13 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from engine.variants import get_variant
+from engine.variants import VARIANTS, get_variant
 from studio import weights_panel
 from studio.config import StudioConfig
-from studio.form import AUTO, EXACT, MAX_SEED, MODE_HELP, MODES, LIPS_ORIGINAL, LIPS_VOICE, all_size_choices, \
-    image_scale_applies
+from studio.form import AUTO, EXACT, MAX_RUNS, MAX_SEED, MODE_HELP, MODES, LIPS_ORIGINAL, LIPS_VOICE, RANDOM_SEED, \
+    all_size_choices, image_scale_applies
+from studio.gallery.store import PAGE_SIZE
+from studio.gallery.view import ALL
 from studio.performance import (ATTENTION_AUTO_LABEL, COMPILE_LABEL, EXACT_INFO, EXACT_LABEL, PLAN_AUTO_LABEL,
                                  PLAN_PLACEHOLDER)
 from studio.status import status_html
@@ -42,8 +44,20 @@ ABOUT_MD = """
 * **Performance** (under the settings): the memory plan (where each part of the model lives, with its
   estimated peak memory), approximate fast modes, the attention backend and torch.compile. Changing the
   plan, the backend or compile reloads the model at the next run.
+* **Runs** beside the seed makes several videos in one click, one after another on the loaded model:
+  seeds seed, seed+1, … (seed -1: a random seed for each). Each lands in the gallery as it finishes;
+  Cancel stops the current run and the rest.
+* **Gallery**: search the prompts (words, or "a phrase"), filter by model, mode or ★ starred,
+  and load more runs 24 at a time. Star a run to find it again.
 * Every action here is also an API: see "Use via API" at the bottom of the page.
 """
+
+
+STAR_OFF, STAR_ON = "☆ Star", "★ Starred"
+
+
+def gallery_variant_choices() -> list[tuple[str, str]]:
+    return [("All models", ALL)] + [(v.label, name) for name, v in VARIANTS.items()]
 
 
 def all_preset_choices() -> list[tuple[str, str]]:
@@ -146,10 +160,13 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                                                 visible=image_scale_applies(start_variant, "TIA"))
                             scale_a = gr.Slider(0, 15, value=d.scale_a, step=0.5, label="Audio guidance",
                                                 elem_id="scale-a")
-                        with gr.Row():
-                            seed = gr.Number(42, label="Seed", precision=0, minimum=0, maximum=MAX_SEED,
-                                             elem_id="seed", scale=4)
+                        with gr.Row(equal_height=True):
+                            seed = gr.Number(42, label="Seed (-1: random)", precision=0, minimum=RANDOM_SEED,
+                                             maximum=MAX_SEED, elem_id="seed", scale=3)
                             dice = gr.Button("Random seed", size="sm", elem_id="random-seed", scale=1)
+                            # No minimum/maximum here: the handler answers an out-of-range value readably.
+                            runs = gr.Number(1, label=f"Runs (1–{MAX_RUNS})", precision=0, elem_id="runs", scale=2,
+                                             info="One after another: seed, seed+1, … (random seeds for -1)")
                     with gr.Accordion("Performance", open=False, elem_id="perf-acc") as perf_acc:
                         # Choices come from the engine (which imports torch): filled when the panel opens.
                         plan_md = gr.Markdown(PLAN_PLACEHOLDER, elem_id="plan-line")
@@ -181,12 +198,21 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                     result_md = gr.Markdown("", elem_id="result-info")
         # ------------------------------------------------------------------ gallery
         with gr.Tab("Gallery", id="gallery", elem_id="tab-gallery") as gallery_tab:
+            with gr.Row(equal_height=True):
+                gallery_search = gr.Textbox(label="Search prompts", placeholder='Words, or "a phrase"', max_lines=1,
+                                            elem_id="gallery-search", scale=4)
+                gallery_variant = gr.Dropdown(gallery_variant_choices(), value=ALL, label="Model",
+                                              elem_id="gallery-variant", scale=2)
+                gallery_mode = gr.Dropdown([("All modes", ALL)] + [(label, key) for key, label in MODES.items()],
+                                           value=ALL, label="Mode", elem_id="gallery-mode", scale=2)
+                gallery_starred = gr.Checkbox(False, label="★ Starred only", elem_id="gallery-starred", scale=1)
             with gr.Row():
-                refresh_btn = gr.Button("Refresh", size="sm", elem_id="gallery-refresh")
+                refresh_btn = gr.Button("Refresh", size="sm", elem_id="gallery-refresh", scale=0)
                 gallery_count = gr.Markdown("", elem_id="gallery-count")
-            grid = gr.Gallery(label="Finished runs", columns=6, height="auto", allow_preview=False,
+            grid = gr.Gallery(label="Finished runs (newest first)", columns=6, height="auto", allow_preview=False,
                               fit_columns=False, object_fit="contain", elem_id="gallery-grid",
                               interactive=False)
+            more_btn = gr.Button(f"Load {PAGE_SIZE} more", size="sm", elem_id="gallery-more", visible=False)
             with gr.Row():
                 with gr.Column(scale=3):
                     entry_video = gr.Video(label="Selected run", interactive=False, elem_id="entry-video")
@@ -195,6 +221,7 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                                           info="Select a run above, or paste an id")
                     entry_md = gr.Markdown("", elem_id="entry-info")
                     with gr.Row():
+                        star_btn = gr.Button(STAR_OFF, elem_id="entry-star", interactive=False)
                         reuse_btn = gr.Button("Reuse settings", variant="primary", elem_id="reuse-btn")
                         delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-btn")
                     entry_download = gr.DownloadButton("Download MP4", elem_id="entry-download",
@@ -203,11 +230,10 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
         with gr.Tab("About", id="about"):
             gr.Markdown(ABOUT_MD)
 
-    entry_ids = gr.State([])
-
     form = [variant, mode, prompt, negative, images, audio, trim_start, trim_end, lips, mix_background,
             background_gain, size, width, height, match_audio, frames, steps, shift, scale_t, scale_i,
-            scale_a, seed, plan, fast_mode, attention, compile_]
+            scale_a, seed, plan, fast_mode, attention, compile_, runs]
+    gallery_filters = [gallery_search, gallery_variant, gallery_mode, gallery_starred]
     names = {k: v for k, v in locals().items() if isinstance(v, (gr.blocks.Block, list, dict))
              and k not in ("config",)}
     return SimpleNamespace(**names)
