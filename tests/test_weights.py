@@ -837,3 +837,44 @@ def test_after_a_restart_only_the_flushed_part_of_a_partial_is_trusted(hub, tmp_
     assert file_gets(hub, "big.bin") == [f"bytes={kept}-"]
     assert (wd / "big/big.bin").read_bytes() == data
     assert any("before the machine restarted" in m for m in messages), messages
+
+
+def test_connection_lost_for_good_keeps_the_partial_for_a_later_run(hub, tmp_path, monkeypatch):
+    """The link drops mid-file and the Hub stays away, so the run gives up; later, it continues."""
+    import threading
+
+    data, comp = big_file(hub)
+    wd = tmp_path / "w"
+    part = partial_of(wd, "big/big.bin")
+    hub.stall_once("test/big", "big.bin", 15 * MiB)
+    outcome: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            W.download("humo-1.7b", wd, components=[comp])
+            outcome.append(None)
+        except BaseException as err:  # noqa: BLE001 - handed to the test thread
+            outcome.append(err)
+
+    worker = threading.Thread(target=run, daemon=True)
+    worker.start()
+    deadline = time.monotonic() + 30
+    while size_of(part) < 10 * MiB:
+        assert worker.is_alive() and time.monotonic() < deadline, outcome
+        time.sleep(0.02)
+    hub.stop()  # nobody listens any more: huggingface_hub's retries run out
+    hub.release()
+    worker.join(60)
+    err = outcome[0]
+    assert isinstance(err, WeightsError), outcome
+    kept = size_of(part)
+    msg = str(err)
+    assert "big/big.bin" in msg and f"{W.format_bytes(kept)} fetched so far are kept" in msg and "\n" not in msg
+
+    back = FakeHub()  # the Hub is back (at another address, even)
+    back.add_repo("test/big", {"big.bin": data})
+    with back:
+        monkeypatch.setenv("HF_ENDPOINT", back.url)
+        assert W.download("humo-1.7b", wd, components=[comp]).complete
+        assert file_gets(back, "big.bin") == [f"bytes={kept}-"]
+    assert (wd / "big/big.bin").read_bytes() == data
