@@ -63,13 +63,19 @@ def dit_counts(shape) -> DiTCounts:
 
 @dataclass(frozen=True)
 class TextCounts:
-    linears: tuple                 # (out, in) of every nn.Linear bitsandbytes would quantize
+    linears: tuple                 # (out, in) of every nn.Linear bitsandbytes quantizes in NF4 mode
     other: int                     # numel of everything else (embedding, norms, position bias)
+    int8_kept: tuple = ()          # (out, in) of the linears 8-bit mode leaves in the compute dtype
 
     def bytes(self, dtype: torch.dtype, mode: str) -> int:
         db = _dtype_bytes(dtype)
         if mode == "int8":
-            lin = sum(o * i + 4 * o for o, i in self.linears)            # int8 weight + float32 row scales
+            kept = list(self.int8_kept)
+            quantized = list(self.linears)
+            for shape in kept:
+                quantized.remove(shape)
+            lin = sum(o * i + 4 * o for o, i in quantized)               # int8 weight + float32 row scales
+            lin += sum(o * i for o, i in kept) * db
         elif mode == "nf4":
             lin = sum(_nf4_bytes(o * i) for o, i in self.linears)
         else:
@@ -100,10 +106,12 @@ def text_counts(config_items: tuple) -> TextCounts:
 
     model = build_umt5_empty(umt5_config(**dict(config_items)))
     tie_text_embeddings(model)
-    quantized = {id(m.weight) for m in quantizable_linears(model)}
-    linears = tuple(tuple(m.weight.shape) for m in quantizable_linears(model))
+    quantized = {id(m.weight) for m in quantizable_linears(model, "nf4")}
+    linears = tuple(tuple(m.weight.shape) for m in quantizable_linears(model, "nf4"))
+    in_int8 = {id(m) for m in quantizable_linears(model, "int8")}
+    kept = tuple(tuple(m.weight.shape) for m in quantizable_linears(model, "nf4") if id(m) not in in_int8)
     other = sum(p.numel() for _, p in _unique_params(model) if id(p) not in quantized)
-    return TextCounts(linears, other)
+    return TextCounts(linears, other, kept)
 
 
 @lru_cache(maxsize=8)

@@ -26,9 +26,19 @@ def tie_text_embeddings(model) -> None:
         embed.weight = shared.weight
 
 
-def quantizable_linears(model) -> list[torch.nn.Linear]:
-    """The umT5 linears bitsandbytes quantizes: every nn.Linear of the encoder blocks."""
-    return [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".block." in f".{name}"]
+# umT5's feed-forward output projection (`DenseReluDense.wo`) takes activations beyond float16's
+# range in the XXL model. bitsandbytes' 8-bit matmul casts its input to float16, so 8-bit mode keeps
+# these layers in the compute dtype (transformers keeps them unquantized for T5/umT5 for the same
+# reason: `_keep_in_fp32_modules = ["wo"]`). NF4 computes in bf16 and quantizes them too.
+INT8_KEEP = (".wo",)
+
+
+def quantizable_linears(model, mode: str = "nf4") -> list[torch.nn.Linear]:
+    """The umT5 linears bitsandbytes quantizes in `mode`: the encoder blocks' nn.Linear layers
+    (in 8-bit mode, all but the feed-forward output projections)."""
+    keep = INT8_KEEP if mode == "int8" else ()
+    return [m for name, m in model.named_modules() if isinstance(m, torch.nn.Linear) and ".block." in f".{name}"
+            and not name.endswith(keep)]
 
 
 def quantize_linears(model: torch.nn.Module, mode: str, compute_dtype: torch.dtype, device: str) -> None:
@@ -39,7 +49,7 @@ def quantize_linears(model: torch.nn.Module, mode: str, compute_dtype: torch.dty
 
     # Expected: 8-bit matmuls quantize their float inputs through float16.
     warnings.filterwarnings("ignore", message="MatMul8bitLt: inputs will be cast")
-    targets = {id(m) for m in quantizable_linears(model)}
+    targets = {id(m) for m in quantizable_linears(model, mode)}
     for parent in list(model.modules()):
         for child_name, child in list(parent.named_children()):
             if id(child) not in targets:
