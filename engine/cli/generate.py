@@ -1,26 +1,52 @@
-"""`python -m engine generate ...`: one video from the command line, with a progress bar."""
+"""`python -m engine generate ...`: videos from the command line, with a progress bar.
+
+One video from flags; several seeds with `--runs N`; a list of jobs with `--jobs FILE`; or the
+settings of an earlier video with `--from OLD.mp4` (every flag given on the command line wins).
+The models stay loaded from one video to the next. Ctrl-C cancels the video in progress and
+skips the rest.
+"""
 from __future__ import annotations
 
+import json
+import signal
 import sys
+from dataclasses import fields
+from pathlib import Path
+
+# Request settings a flag can set: flag dest -> GenerationRequest field.
+REQUEST_FLAGS = {
+    "variant": "variant", "prompt": "prompt", "mode": "mode", "audio": "audio", "negative": "negative_prompt",
+    "steps": "steps", "shift": "shift", "scale_t": "scale_t", "scale_i": "scale_i", "scale_a": "scale_a",
+    "seed": "seed", "fast_mode": "fast_mode",
+}
+DEFAULT_VARIANT = "humo-1.7b"
+MAX_RUNS = 1000
 
 
 def register(sub) -> None:
-    p = sub.add_parser("generate", help="make one video")
-    p.add_argument("--variant", default="humo-1.7b", help="humo-1.7b | humo-17b | tiny")
-    p.add_argument("--prompt", required=True)
-    p.add_argument("--image", action="append", default=[], help="reference image (repeat for several)")
-    p.add_argument("--audio", default=None, help="voice clip (wav, mp3, m4a, ogg, flac, ...)")
-    p.add_argument("--out", required=True, help="output .mp4")
+    p = sub.add_parser("generate", help="make videos (one, several seeds, a jobs file, or again from an MP4)")
+    p.add_argument("--variant", default=None, help=f"humo-1.7b | humo-17b | tiny (default: {DEFAULT_VARIANT})")
+    p.add_argument("--prompt", default=None, help="what happens in the video (needed unless --from or --jobs)")
+    p.add_argument("--image", action="append", default=None, help="reference image (repeat for several)")
+    p.add_argument("--audio", default=None, help="voice clip (wav, mp3, m4a, ogg, flac, or a video's audio)")
+    p.add_argument("--out", default=None,
+                   help="output .mp4 (with --runs: a name the seed is added to; with --jobs: a folder)")
     p.add_argument("--mode", default=None, choices=["TA", "TIA", "TI", "ta", "tia", "ti"],
                    help="default: TIA with an image and audio, TA with audio only, TI with an image only")
-    p.add_argument("--frames", default="auto", help="frame count, or 'auto' to follow the audio length")
+    p.add_argument("--frames", default=None, help="frame count, or 'auto' to follow the audio length (default)")
     p.add_argument("--size", default=None, help="WxH, e.g. 832x480 (default: the variant's)")
     p.add_argument("--steps", type=int, default=None)
     p.add_argument("--shift", type=float, default=None)
     p.add_argument("--scale-t", type=float, default=None)
     p.add_argument("--scale-i", type=float, default=None)
     p.add_argument("--scale-a", type=float, default=None)
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="default 0 (with --runs: the first seed)")
+    p.add_argument("--runs", type=int, default=1, help="make N videos with seeds seed, seed+1, ... (models load once)")
+    p.add_argument("--from", dest="from_file", default=None, metavar="FILE",
+                   help="start from the settings stored in an earlier video (.mp4) or a settings .json")
+    p.add_argument("--jobs", default=None, metavar="FILE",
+                   help="a JSON list or JSON-lines file of jobs; each job holds request settings "
+                        "(prompt, audio, images, seed, out, ...) over the flags given here")
     p.add_argument("--negative", default=None, help="negative prompt (default: Wan's standard one)")
     p.add_argument("--weights", default="weights", help="weights folder")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
@@ -45,40 +71,261 @@ def parse_size(text: str | None):
         raise InputError(f"Size {text!r} is not WxH (for example 832x480).") from None
 
 
+def parse_frames(value):
+    from engine.errors import InputError
+
+    if value is None or str(value).strip().lower() in ("", "auto"):
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"frames must be a number or 'auto', got {value!r}.") from None
+
+
+def load_settings(path: str) -> dict:
+    """The request settings stored in an earlier video (its `humo_studio` metadata) or in a .json file."""
+    from engine.errors import InputError
+
+    p = Path(path)
+    if not p.is_file():
+        raise InputError(f"--from {path}: no such file.", hint="Give an MP4 made by HuMo Studio or a settings .json.")
+    if p.suffix.lower() == ".json":
+        try:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            raise InputError(f"--from {p.name}: not valid JSON ({err}).") from None
+        data = data.get("humo_studio", data) if isinstance(data, dict) else data
+    else:
+        from engine import media
+
+        data = media.probe_mp4(p).get("metadata", {}).get("humo_studio")
+    if not isinstance(data, dict) or not data.get("prompt"):
+        raise InputError(f"--from {p.name}: it holds no HuMo Studio settings.",
+                         hint="Only videos made by this engine or the studio carry their settings.")
+    settings = dict(data)
+    # The clip travels inside the video: use it when the original file is gone.
+    audio = settings.get("audio")
+    if p.suffix.lower() == ".mp4" and settings.get("mode") in ("TA", "TIA") and (not audio or not Path(audio).is_file()):
+        settings["audio"] = str(p)
+        settings.setdefault("_notes", []).append(
+            f"the original voice clip is gone; using the audio track of {p.name}")
+    return settings
+
+
+def _flag_settings(args) -> dict:
+    """The request settings given on the command line (flags left out are not included)."""
+    out = {field: getattr(args, dest) for dest, field in REQUEST_FLAGS.items() if getattr(args, dest) is not None}
+    if "mode" in out:
+        out["mode"] = out["mode"].upper()
+    if args.image is not None:
+        out["images"] = list(args.image)
+    if args.frames is not None:
+        out["frames"] = parse_frames(args.frames)
+    if args.size is not None:
+        out["width"], out["height"] = parse_size(args.size)
+    return out
+
+
+def _build_request(settings: dict, out_path: str | None):
+    from engine import GenerationRequest
+    from engine.errors import InputError
+
+    data = dict(settings)
+    data.setdefault("variant", DEFAULT_VARIANT)
+    data.setdefault("seed", 0)
+    data["frames"] = parse_frames(data.get("frames"))
+    if not data.get("mode"):
+        data["mode"] = "TIA" if data.get("images") and data.get("audio") else "TA" if data.get("audio") else "TI"
+    data["mode"] = str(data["mode"]).upper()
+    if not str(data.get("prompt") or "").strip():
+        raise InputError("A prompt is needed: give --prompt (or --from / --jobs with one).")
+    try:
+        data["seed"] = int(data["seed"])
+    except (TypeError, ValueError):
+        raise InputError(f"seed must be a whole number, got {data['seed']!r}.") from None
+    known = {f.name for f in fields(GenerationRequest)}
+    names = known - {"metadata", "preview", "out_path"}
+    unknown = sorted(k for k in data if k not in known and not k.startswith("_") and k != "out")
+    request = GenerationRequest.from_dict({k: v for k, v in data.items() if k in names})
+    request.out_path = out_path
+    request.preview = False
+    return request, unknown
+
+
+def _seed_path(out: str, seed: int) -> str:
+    p = Path(out)
+    suffix = p.suffix or ".mp4"
+    return str(p.with_name(f"{p.stem if p.suffix else p.name}-seed{seed}{suffix}"))
+
+
+def plan_jobs(args) -> list[tuple[dict, str, list[str]]]:
+    """Every video to make, as (settings, output path, notes), before anything loads."""
+    from engine.errors import InputError
+
+    base: dict = {}
+    notes: list[str] = []
+    if args.from_file:
+        base = load_settings(args.from_file)
+        notes += base.pop("_notes", [])
+    flags = _flag_settings(args)
+    if args.runs < 1 or args.runs > MAX_RUNS:
+        raise InputError(f"--runs must be between 1 and {MAX_RUNS}, got {args.runs}.")
+
+    if args.jobs:
+        if args.runs != 1:
+            raise InputError("--runs and --jobs do not go together: give each job its own seed.")
+        jobs = read_jobs(args.jobs)
+        folder = Path(args.out or ".")
+        if folder.suffix.lower() == ".mp4":
+            raise InputError("With --jobs, --out is a folder (each job names its own file with \"out\").")
+        planned = []
+        for i, job in enumerate(jobs, 1):
+            settings = {**base, **flags, **job}
+            out = job.get("out") or job.get("out_path") or str(folder / f"job-{i:03d}.mp4")
+            if not Path(out).is_absolute() and (job.get("out") or job.get("out_path")):
+                out = str(folder / out)
+            planned.append((settings, out, list(notes)))
+        return planned
+
+    if not args.out:
+        raise InputError("--out is needed: the .mp4 to write.")
+    settings = {**base, **flags}
+    if args.runs == 1:
+        return [(settings, args.out, notes)]
+    first = int(settings.get("seed", 0) or 0)
+    return [({**settings, "seed": first + k}, _seed_path(args.out, first + k), list(notes)) for k in range(args.runs)]
+
+
+def read_jobs(path: str) -> list[dict]:
+    """A jobs file: a JSON list of objects, or one JSON object per line (blank lines and # lines skipped)."""
+    from engine.errors import InputError
+
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as err:
+        raise InputError(f"Could not read the jobs file {path}: {err}.") from None
+    stripped = text.lstrip()
+    try:
+        if stripped.startswith("["):
+            jobs = json.loads(text)
+        else:
+            jobs = []
+            for n, line in enumerate(text.splitlines(), 1):
+                if line.strip() and not line.lstrip().startswith("#"):
+                    try:
+                        jobs.append(json.loads(line))
+                    except json.JSONDecodeError as err:
+                        raise InputError(f"{p.name} line {n} is not valid JSON ({err.msg}).") from None
+    except json.JSONDecodeError as err:
+        raise InputError(f"{p.name} is not valid JSON ({err.msg} at line {err.lineno}).") from None
+    if not isinstance(jobs, list) or not all(isinstance(j, dict) for j in jobs):
+        raise InputError(f"{p.name} must hold JSON objects, one per job.")
+    if not jobs:
+        raise InputError(f"{p.name} holds no jobs.")
+    return jobs
+
+
+def precheck(request) -> None:
+    """What can be checked without loading a model: the settings and that the input files exist."""
+    from engine.errors import InputError
+    from engine.pipeline import resolve
+
+    resolve(request, None)
+    for label, path in [("voice clip", request.audio)] + [("image", p) for p in request.images]:
+        if path and not Path(path).is_file():
+            raise InputError(f"The {label} {path} does not exist.", hint="Check the path.")
+
+
 def run(args) -> int:
     from tqdm import tqdm
 
-    from engine import Engine, GenerationRequest
-    from engine.errors import InputError
+    from engine import Engine
+    from engine.errors import Cancelled, EngineError, InputError
 
-    mode = (args.mode or ("TIA" if args.image and args.audio else "TA" if args.audio else "TI")).upper()
-    if str(args.frames).lower() == "auto":
-        frames = None
-    else:
+    planned = plan_jobs(args)
+    # Check every job before loading anything: a typo in job 7 should not surface hours later.
+    requests, problems = [], []
+    for i, (settings, out, notes) in enumerate(planned, 1):
         try:
-            frames = int(args.frames)
-        except ValueError:
-            raise InputError(f"--frames must be a number or 'auto', got {args.frames!r}.") from None
-    width, height = parse_size(args.size)
-    request = GenerationRequest(prompt=args.prompt, variant=args.variant, mode=mode, images=list(args.image),
-                                audio=args.audio, negative_prompt=args.negative, frames=frames, width=width,
-                                height=height, steps=args.steps, shift=args.shift, scale_t=args.scale_t,
-                                scale_i=args.scale_i, scale_a=args.scale_a, seed=args.seed, out_path=args.out,
-                                preview=False, fast_mode=args.fast_mode)
+            request, unknown = _build_request(settings, out)
+            precheck(request)
+        except EngineError as err:
+            problems.append(f"job {i}: {err}" if len(planned) > 1 else str(err))
+            continue
+        for key in unknown:
+            notes.append(f"ignored unknown setting {key!r}")
+        requests.append((request, notes))
+    if problems:
+        for line in problems[:-1]:
+            print(f"error: {line}", file=sys.stderr)
+        suffix = f" ({len(problems)} of {len(planned)} jobs have problems; nothing was made)" if len(planned) > 1 else ""
+        raise InputError(problems[-1] + suffix)
+
+    variants = {r.variant for r, _ in requests}
     engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile, plan=args.plan)
+    if len(variants) > 1 and not args.quiet:
+        tqdm.write(f"note: the jobs use {len(variants)} models; each switch reloads weights", file=sys.stderr)
+
+    interrupted = {"n": 0}
+
+    def on_sigint(signum, frame):
+        interrupted["n"] += 1
+        if interrupted["n"] > 1:
+            raise KeyboardInterrupt
+        tqdm.write("cancelling (Ctrl-C again to quit at once)...", file=sys.stderr)
+        engine.cancel()
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    written, failed = [], []
+    try:
+        for i, (request, notes) in enumerate(requests, 1):
+            label = f"[{i}/{len(requests)}] " if len(requests) > 1 else ""
+            for note in notes:
+                tqdm.write(f"note: {label}{note}", file=sys.stderr)
+            try:
+                Path(request.out_path).parent.mkdir(parents=True, exist_ok=True)
+                result = _one(engine, request, label, args.quiet, tqdm)
+            except Cancelled:
+                tqdm.write(f"{label}cancelled", file=sys.stderr)
+                break
+            except EngineError as err:
+                if len(requests) == 1:
+                    raise
+                tqdm.write(f"error: {label}{err}", file=sys.stderr)
+                failed.append((i, str(err)))
+                continue
+            written.append(result)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+    if interrupted["n"]:
+        print(f"cancelled: {len(written)} of {len(requests)} videos written", file=sys.stderr)
+        return 130
+    if len(requests) > 1:
+        print(f"{len(written)} of {len(requests)} videos written" +
+              (f"; failed: {', '.join(f'job {i}' for i, _ in failed)}" if failed else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _one(engine, request, label: str, quiet: bool, tqdm):
     bar = None
-    for ev in engine.generate(request):
-        if ev.kind == "stage" and not args.quiet:
-            tqdm.write(f"[{ev.stage}] {ev.message}", file=sys.stderr)
-        elif ev.kind == "notice":
-            tqdm.write(f"note: {ev.message}", file=sys.stderr)
-        elif ev.kind == "step" and not args.quiet:
-            if bar is None:
-                bar = tqdm(total=ev.total, desc="denoising", unit="step", file=sys.stderr)
-            bar.update(ev.step - bar.n)
-        elif ev.kind == "result":
-            if bar is not None:
-                bar.close()
-            print(f"wrote {ev.video_path}: {ev.frames} frames, {ev.width}x{ev.height}, {ev.fps} fps, "
-                  f"{ev.duration_s:.2f} s, seed {ev.seed}, {ev.timings['total_s']:.1f} s")
-    return 0
+    result = None
+    try:
+        for ev in engine.generate(request):
+            if ev.kind == "stage" and not quiet:
+                tqdm.write(f"{label}[{ev.stage}] {ev.message}", file=sys.stderr)
+            elif ev.kind == "notice":
+                tqdm.write(f"note: {label}{ev.message}", file=sys.stderr)
+            elif ev.kind == "step" and not quiet:
+                if bar is None:
+                    bar = tqdm(total=ev.total, desc=f"{label}denoising", unit="step", file=sys.stderr)
+                bar.update(ev.step - bar.n)
+            elif ev.kind == "result":
+                result = ev
+                print(f"wrote {ev.video_path}: {ev.frames} frames, {ev.width}x{ev.height}, {ev.fps} fps, "
+                      f"{ev.duration_s:.2f} s, seed {ev.seed}, {ev.timings['total_s']:.1f} s", flush=True)
+    finally:
+        if bar is not None:
+            bar.close()
+    return result
