@@ -12,6 +12,7 @@ import torch
 
 from engine import Engine, GenerationRequest, memory
 from engine.memory import GIB, Job, Plan, estimate, parse_plan
+from engine.models.humo_dit import dit_from_shape
 from engine.variants import get_variant
 from tests.conftest import ROOT
 
@@ -297,3 +298,27 @@ def test_int8_text_encoder_keeps_feed_forward_outputs_out_of_float16():
         out = model(input_ids=ids).last_hidden_state.float()
     assert torch.isfinite(out).all()
     assert _rel(out, ref) < 0.05
+
+
+def test_block_offload_options_are_what_diffusers_takes():
+    import inspect
+
+    from diffusers.hooks import apply_group_offloading
+    from diffusers.models.modeling_utils import ModelMixin
+
+    from engine.memory.placement import group_offload_options
+
+    gpu = group_offload_options(parse_plan("block-offload+blocks-2"), "cuda")
+    assert gpu["use_stream"] and gpu["record_stream"] and gpu["num_blocks_per_group"] == 2
+    assert gpu["onload_device"] == torch.device("cuda") and gpu["offload_device"] == torch.device("cpu")
+    cpu = group_offload_options(parse_plan("cpu+block-offload"), "cpu")
+    assert not cpu["use_stream"] and not cpu["record_stream"]   # diffusers refuses record_stream without a stream
+    for options in (gpu, cpu):
+        inspect.signature(ModelMixin.enable_group_offload).bind(None, **options)
+        inspect.signature(apply_group_offloading).bind(torch.nn.Linear(1, 1), **options)
+    # the CPU options really apply (the GPU ones need CUDA streams): blocks stay in CPU memory
+    model = dit_from_shape(TINY.dit).eval()
+    model.enable_group_offload(**cpu)
+    x = torch.randn(1, 16, 2, 4, 4)
+    out = model(x, torch.tensor([500.0]), torch.randn(1, 7, TINY.dit.text_dim), torch.randn(1, 2, 8, 5, 32))
+    assert out.shape == x.shape and torch.isfinite(out).all()

@@ -38,9 +38,7 @@ def prepare(plan: Plan, name: str, part, device: str, dtype: torch.dtype):
         if plan.fp8:
             enable_fp8(part, dtype)
         if plan.offload == "block":
-            part.enable_group_offload(torch.device(device), offload_device=torch.device("cpu"),
-                                      offload_type="block_level", num_blocks_per_group=plan.blocks_per_group,
-                                      use_stream=on_gpu)
+            part.enable_group_offload(**group_offload_options(plan, device))
         elif resident:
             part.to(device)
         return part
@@ -59,6 +57,21 @@ def prepare(plan: Plan, name: str, part, device: str, dtype: torch.dtype):
     if resident:
         move_module(_module(part), device)
     return part
+
+
+def group_offload_options(plan: Plan, device: str) -> dict:
+    """Arguments of diffusers' `enable_group_offload` for the block-offload plan.
+
+    On a GPU the next group is copied on a side CUDA stream from pinned CPU memory while the
+    current one computes (`use_stream`; diffusers pins every offloaded weight once, up front, and
+    copies non-blocking). `record_stream` lets the allocator free an onloaded group once the compute
+    stream is done with it; without it diffusers blocks the host on the compute stream after every
+    group, so the CPU can no longer queue work ahead of the GPU.
+    """
+    on_gpu = plan.device == "cuda" and not str(device).startswith("cpu")
+    return dict(onload_device=torch.device(device), offload_device=torch.device("cpu"), offload_type="block_level",
+                num_blocks_per_group=plan.blocks_per_group, use_stream=on_gpu, record_stream=on_gpu,
+                low_cpu_mem_usage=False)
 
 
 def _module(part) -> torch.nn.Module:
