@@ -20,7 +20,7 @@ from engine.variants import DiTShape, Variant
 
 # Dense bf16 tensor-core peaks (FLOP/s), by device name; the first matching key wins.
 GPU_BF16_PEAK = (
-    ("h200", 989e12), ("h100 pcie", 756e12), ("h100", 989e12), ("h800", 989e12), ("gh200", 989e12),
+    ("h200", 989e12), ("h100 pcie", 756e12), ("h100 nvl", 835e12), ("h100", 989e12), ("h800", 989e12), ("gh200", 989e12),
     ("b200", 2250e12), ("a100", 312e12), ("a800", 312e12), ("l40s", 362e12), ("l40", 181e12),
     ("l4", 121e12), ("a10g", 70e12), ("a10", 125e12), ("4090", 165e12), ("3090", 71e12), ("a6000", 155e12),
     ("v100", 125e12), ("t4", 65e12),
@@ -77,8 +77,11 @@ def device_peak(device: str, dtype: torch.dtype) -> tuple[float | None, str]:
         name = torch.cuda.get_device_name(torch.device(device))
         for key, peak in GPU_BF16_PEAK:
             if key in name.lower():
-                scale = 1.0 if dtype in (torch.bfloat16, torch.float16) else 0.5  # tf32 runs at about half
-                return peak * scale, f"{name}: dense bf16 peak {peak / 1e12:.0f} TFLOP/s (datasheet)"
+                if dtype in (torch.bfloat16, torch.float16):
+                    return peak, f"{name}: dense bf16 peak {peak / 1e12:.0f} TFLOP/s (datasheet)"
+                if torch.get_float32_matmul_precision() != "highest":     # TF32 tensor cores: half the bf16 rate
+                    return peak / 2, f"{name}: dense TF32 peak {peak / 2e12:.0f} TFLOP/s (datasheet)"
+                return None, f"{name}: float32 without TF32 (no tensor-core peak to compare with)"
         return None, f"{name}: peak unknown"
     n = 2048
     a = torch.randn(n, n, dtype=dtype)
@@ -146,6 +149,7 @@ class BenchConfig:
     warmup: int = 2
     plan: str | None = None
     notes: list[str] = field(default_factory=list)
+    block_bytes: int = 0               # weight bytes of one block as stored (set by run_bench)
 
     @property
     def latent_frames(self) -> int:
@@ -248,6 +252,7 @@ def run_bench(cfg: BenchConfig) -> dict:
             pred = combine(plan, outs, scales)
             scheduler.step(pred[None], t, latents[None], return_dict=False)
 
+    cfg.block_bytes = sum(p.numel() * p.element_size() for p in model.blocks[0].parameters()) if len(model.blocks) else 0
     peak, peak_note = device_peak(dev, dt)
     with placement:
         results, compiled, mems = _measure(cfg, model, passes_fn, one_step, dev)
@@ -276,8 +281,10 @@ def _measure(cfg: BenchConfig, model, passes_fn, one_step, dev: str):
         passes_fn(True)()                     # the compile happens here, once for this shape
         _sync(dev)
         compile_s = time.perf_counter() - t0
+        _reset_peak(dev)
         compiled = {"backend": backend_c, "compile_s": compile_s,
                     "batched_s": _timed(passes_fn(True), dev, cfg.repeat, max(0, cfg.warmup - 1))}
+        compiled["peak_memory_gib"] = _peak_memory(dev)
     return results, compiled, (mem_seq, mem_batched)
 
 
@@ -318,7 +325,32 @@ def _report(cfg, v, shape, steps, T, R, h, w, mode, passes, backend, peak, peak_
         "floor_video_s": flops["total"] * steps * passes / peak if peak else None,
         "notes": list(cfg.notes),
     }
+    if compiled:
+        report["peak_memory_gib"]["compiled"] = compiled["peak_memory_gib"]
+    report["all_layers"] = _all_layers(cfg, v, shape, T, R, h, w, steps, passes, per_pass, best_step, peak,
+                                       mem_seq, mem_batched)
     return report
+
+
+def _all_layers(cfg, v, shape, T, R, h, w, steps, passes, per_pass, best_step, peak, mem_seq, mem_batched):
+    """With fewer blocks than the model has (--layers), the figures for all of them: times scale
+    with the FLOPs (the blocks are nearly all of them), and a plan that keeps the DiT resident
+    holds the missing blocks' weights too. None when every block was measured."""
+    full = v.dit.num_layers
+    if shape.num_layers == full:
+        return None
+    factor = pass_flops(v.dit, T + R, h, w)["total"] / pass_flops(shape, T + R, h, w)["total"]
+    resident = not cfg.plan or "block-offload" not in cfg.plan
+    extra = (full - shape.num_layers) * cfg.block_bytes / 2**30 if resident and cfg.device.startswith("cuda") else 0.0
+    return {
+        "layers": full, "flops_factor": factor,
+        "pass_s": {k: s * factor for k, s in per_pass.items()},
+        "step_s": best_step * factor, "video_s": best_step * factor * steps,
+        "floor_video_s": pass_flops(v.dit, T + R, h, w)["total"] * steps * passes / peak if peak else None,
+        "peak_memory_gib": {"sequential": mem_seq + extra, "batched": mem_batched + extra},
+        "method": f"measured with {shape.num_layers} of {full} blocks; times × {factor:.2f} (FLOP ratio)"
+                  + (f"; memory + {extra:.2f} GiB for the resident weights of the other blocks" if extra else ""),
+    }
 
 
 def _si(x: float, unit: str = "") -> str:
@@ -367,7 +399,98 @@ def format_report(r: dict) -> str:
         lines.append(f"compiled / eager       {r['compiled_over_eager']:.2f}x time "
                      f"({c['backend']}, compiled once in {_dur(c['compile_s'])})")
     m = r["peak_memory_gib"]
-    lines.append(f"peak memory            {m['sequential']:.2f} GiB sequential, {m['batched']:.2f} GiB batched ({m['kind']})")
+    lines.append(f"peak memory            {m['sequential']:.2f} GiB sequential, {m['batched']:.2f} GiB batched"
+                 + (f", {m['compiled']:.2f} GiB compiled" if "compiled" in m else "") + f" ({m['kind']})")
+    a = r.get("all_layers")
+    if a:
+        lines.append("")
+        lines.append(f"all {a['layers']} layers (extrapolated: {a['method']}):")
+        for key, label in (("sequential", "eager, sequential"), ("batched", "eager, batched"), ("compiled", "compiled, batched")):
+            if key in a["pass_s"]:
+                p = a["pass_s"][key]
+                lines.append(f"  {label:20}{_dur(p):>11}{_dur(p * r['passes_per_step']):>11}"
+                             f"{_dur(p * r['passes_per_step'] * r['steps']):>11}")
+        lines.append(f"  video best {_dur(a['video_s'])}"
+                     + (f"; hardware floor {_dur(a['floor_video_s'])}" if a["floor_video_s"] else "")
+                     + f"; peak memory {a['peak_memory_gib']['sequential']:.2f} GiB sequential, "
+                       f"{a['peak_memory_gib']['batched']:.2f} GiB batched")
     for note in r["notes"]:
         lines.append(f"note: {note}")
+    return "\n".join(lines)
+
+
+# ---------------------------------------------------------------------------------------------
+# Suites: every figure a GPU session needs, from one command, within one time limit
+# ---------------------------------------------------------------------------------------------
+# Each entry: the run and a rough share of the time limit. The 17B at 1280×720 takes ~10-16 s per
+# pass with all 40 blocks, too long to time eagerly, batched, sequentially and compiled in a few
+# minutes, so it is measured with 4 blocks and extrapolated (the report says so).
+GPU_SUITE = (
+    dict(variant="humo-1.7b", size=(832, 480), frames=97, plan="full", layers=None, repeat=3, warmup=2, compile=True),
+    dict(variant="humo-17b", size=(1280, 720), frames=97, plan="block-offload", layers=4, repeat=1, warmup=1,
+         compile=True),
+    # fp8 layerwise casting casts each linear in a hook that torch.compile cannot trace (a graph
+    # break per layer), so it is measured eagerly.
+    dict(variant="humo-17b", size=(1280, 720), frames=97, plan="fp8", layers=4, repeat=1, warmup=1, compile=False),
+)
+SUITES = {"gpu": GPU_SUITE}
+
+
+def suite_configs(name: str, device: str, dtype: torch.dtype, attention: str | None = None,
+                  compile_backend: str | None = None, layers: int | None = None) -> list[BenchConfig]:
+    from engine.variants import get_variant
+
+    out = []
+    for entry in SUITES[name]:
+        v = get_variant(entry["variant"])
+        n = layers or entry["layers"]
+        notes = [f"suite {name}: {n} of {v.dit.num_layers} blocks measured, all-layer figures extrapolated"] \
+            if n and n < v.dit.num_layers else []
+        out.append(BenchConfig(variant=v, width=entry["size"][0], height=entry["size"][1], frames=entry["frames"],
+                               device=device, dtype=dtype, layers=n, attention=attention, compile=entry["compile"],
+                               compile_backend=compile_backend, repeat=entry["repeat"], warmup=entry["warmup"],
+                               plan=entry["plan"] if device.startswith("cuda") else None, notes=notes))
+    return out
+
+
+def run_suite(configs: list[BenchConfig], limit_s: float | None = None, on_report=None) -> list[dict]:
+    """Run each config in turn; once `limit_s` is nearly spent, the rest are listed as skipped."""
+    import gc
+
+    t0 = time.perf_counter()
+    reports = []
+    for i, cfg in enumerate(configs):
+        left = None if limit_s is None else limit_s - (time.perf_counter() - t0)
+        if left is not None and left < 60:
+            reports.append({"variant": cfg.variant.name, "plan": cfg.plan, "skipped": f"time limit ({limit_s:.0f} s) reached"})
+        else:
+            reports.append(run_bench(cfg))
+        if on_report is not None:
+            on_report(reports[-1])
+        gc.collect()
+        if cfg.device.startswith("cuda"):
+            torch.cuda.empty_cache()
+        from engine.compile import reset_compiled
+
+        reset_compiled()
+    return reports
+
+
+def format_summary(reports: list[dict]) -> str:
+    """One line per run: the figures to compare, all-layer (extrapolated where marked)."""
+    lines = [f"{'run':44}{'pass':>10}{'step':>10}{'video':>11}{'of peak':>9}{'peak mem':>10}  notes"]
+    for r in reports:
+        if "skipped" in r:
+            lines.append(f"{r['variant'] + ' ' + str(r['plan']):44}{'-':>10}{'-':>10}{'-':>11}{'-':>9}{'-':>10}  skipped: {r['skipped']}")
+            continue
+        a = r.get("all_layers")
+        best = min(r["pass_s"], key=r["pass_s"].get)
+        p = (a["pass_s"] if a else r["pass_s"])[best]
+        mem = (a["peak_memory_gib"] if a else r["peak_memory_gib"])["batched"]
+        frac = r["peak_fraction"][best]
+        name = f"{r['variant']} {r['width']}x{r['height']}x{r['frames']} {r['plan'] or 'full'} {best}"
+        lines.append(f"{name:44}{_dur(p):>10}{_dur(p * r['passes_per_step']):>10}"
+                     f"{_dur(p * r['passes_per_step'] * r['steps']):>11}"
+                     f"{(f'{frac * 100:.1f} %' if frac is not None else '-'):>9}{mem:>8.1f} G"
+                     + ("  extrapolated from " + str(r["layers"]) + " blocks" if a else ""))
     return "\n".join(lines)

@@ -85,3 +85,46 @@ def test_bench_json_report(capsys):
 def test_bench_bad_size_is_a_message(capsys):
     assert main(["bench", "--variant", "tiny", "--size", "65x48"]) == 2
     assert "multiple of 16" in capsys.readouterr().err
+
+
+def test_gpu_suite_covers_both_models_at_their_real_sizes_under_a_plan():
+    from engine.bench import suite_configs
+
+    configs = suite_configs("gpu", "cuda", torch.bfloat16)
+    runs = {(c.variant.name, c.width, c.height, c.frames, c.plan, c.layers, c.compile) for c in configs}
+    assert ("humo-1.7b", 832, 480, 97, "full", None, True) in runs
+    assert ("humo-17b", 1280, 720, 97, "block-offload", 4, True) in runs
+    assert ("humo-17b", 1280, 720, 97, "fp8", 4, False) in runs
+    assert all(c.dtype == torch.bfloat16 and c.device == "cuda" for c in configs)
+    assert any("extrapolated" in n for c in configs for n in c.notes)
+
+
+def test_suite_on_fewer_layers_extrapolates_and_keeps_to_its_time_limit():
+    from engine.bench import BenchConfig, format_report, format_summary, run_suite
+
+    cfgs = [BenchConfig(variant=TINY, width=64, height=48, frames=5, layers=1, compile=False, repeat=1, warmup=1),
+            BenchConfig(variant=TINY, width=64, height=48, frames=5, compile=False, repeat=1, warmup=1)]
+    seen = []
+    reports = run_suite(cfgs, limit_s=None, on_report=seen.append)
+    assert seen == reports and len(reports) == 2
+    part, whole = reports
+    assert whole["all_layers"] is None and part["layers"] == 1 and part["full_layers"] == 2
+    a = part["all_layers"]
+    factor = pass_flops(TINY.dit, 3, 6, 8)["total"] / pass_flops(replace(TINY.dit, num_layers=1), 3, 6, 8)["total"]
+    assert 1.5 < factor < 2 and a["flops_factor"] == pytest.approx(factor)
+    for key, s in part["pass_s"].items():
+        assert a["pass_s"][key] == pytest.approx(s * factor)
+    assert a["video_s"] == pytest.approx(part["step_s"]["best"] * factor * part["steps"])
+    text = format_report(part)
+    assert "all 2 layers (extrapolated: measured with 1 of 2 blocks" in text
+    summary = format_summary(reports)
+    assert summary.count("tiny 64x48x5") == 2 and "extrapolated from 1 blocks" in summary
+    skipped = run_suite(cfgs, limit_s=0)
+    assert [r["skipped"] for r in skipped] == ["time limit (0 s) reached"] * 2
+    assert "skipped: time limit" in format_summary(skipped)
+
+
+def test_gpu_suite_needs_a_gpu(capsys):
+    assert main(["bench", "--suite", "gpu", "--device", "cpu"]) == 2
+    err = capsys.readouterr().err
+    assert "needs a CUDA GPU" in err and "Traceback" not in err

@@ -24,6 +24,11 @@ def register(sub) -> None:
     p.add_argument("--compile-backend", default=None, help="torch.compile backend (default: inductor)")
     p.add_argument("--repeat", type=int, default=None, help="timed repeats per measurement (median)")
     p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("--suite", default=None, choices=["gpu"],
+                   help="gpu: every figure for the GPU record in one run: humo-1.7b 832x480x97 (all blocks, eager "
+                        "and compiled), humo-17b 1280x720x97 under block-offload and fp8 (4 blocks, extrapolated)")
+    p.add_argument("--limit-s", type=float, default=540.0,
+                   help="with --suite: stop starting new runs after this many seconds (default 540)")
     p.set_defaults(func=run)
 
 
@@ -44,6 +49,8 @@ def run(args) -> int:
         raise InputError("No CUDA GPU is visible to PyTorch here; run with --device cpu.")
     on_cpu = device == "cpu"
     dtype = getattr(torch, DTYPES[args.dtype]) if args.dtype else (torch.float32 if on_cpu else torch.bfloat16)
+    if args.suite:
+        return _run_suite(args, device, dtype)
     notes = []
     small = on_cpu and not variant.random_weights
     width, height = parse_size(args.size)
@@ -66,4 +73,34 @@ def run(args) -> int:
                       plan=args.plan, notes=notes)
     report = run_bench(cfg)
     print(json.dumps(report, indent=2) if args.json else format_report(report))
+    return 0
+
+
+def _run_suite(args, device: str, dtype) -> int:
+    import json
+    import sys
+
+    from engine.bench import format_report, format_summary, run_suite, suite_configs
+    from engine.errors import InputError
+
+    if not device.startswith("cuda"):
+        raise InputError(f"--suite {args.suite} measures the real sizes and needs a CUDA GPU; "
+                         "on the CPU run single benchmarks (python -m engine bench --variant tiny).")
+    configs = suite_configs(args.suite, device, dtype, attention=args.attention,
+                            compile_backend=args.compile_backend, layers=args.layers)
+    if args.no_compile:
+        for cfg in configs:
+            cfg.compile = False
+
+    def show(report):            # each table as soon as its run ends, so a cut-off run still reports
+        if not args.json:
+            print(format_report(report) if "skipped" not in report else f"skipped {report['variant']}: "
+                  f"{report['skipped']}", end="\n\n", flush=True)
+        sys.stdout.flush()
+
+    reports = run_suite(configs, limit_s=args.limit_s, on_report=show)
+    if args.json:
+        print(json.dumps(reports, indent=2))
+    else:
+        print(f"summary (best of eager/compiled per run; all blocks){chr(10)}{format_summary(reports)}")
     return 0
