@@ -462,9 +462,11 @@ class Engine:
         dev, dt = self.device, self.dtype
 
         def call(x, t, text, audio, y):
-            # Inputs already live on the device (see _on_device): these casts are no-ops there.
+            # Inputs already live on the device (see _on_device): these casts are no-ops there. The
+            # timestep comes from the scheduler on the CPU: a blocking copy would make the host wait
+            # for the GPU before every pass, so it is copied without blocking (safe from pageable memory).
             with torch.no_grad():
-                out = dit(x.to(dev, dt), t.to(dev), text.to(dev, dt), audio.to(dev, dt),
+                out = dit(x.to(dev, dt), t.to(dev, non_blocking=True), text.to(dev, dt), audio.to(dev, dt),
                           None if y is None else y.to(dev, dt))
             return out.float()
 
