@@ -12,8 +12,9 @@ import re
 import sys
 import time
 from http.server import ThreadingHTTPServer
-from pathlib import Path
 import threading
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 from playwright.sync_api import sync_playwright
@@ -21,7 +22,8 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest_ui import (StudioProcess, fake_microphone_args, free_port, launch_browser,  # noqa: E402
                          make_tiny_weights, open_studio, portrait, screenshot, set_checkbox, set_number,
-                         set_text, spoken_clip, status_text, upload_images, video_ready_state, wait_status)
+                         set_text, spoken_clip, status_text, upload_audio, upload_images, video_ready_state,
+                         wait_status)
 from hub_server import FakeHub, _Handler  # noqa: E402
 
 from engine.weights import HUMO_REPO, SEPARATOR_REPO, WAN_REPO, WHISPER_REPO  # noqa: E402
@@ -132,18 +134,30 @@ def hub_app(env):
 @pytest.fixture(scope="module")
 def tiny_app(env):
     root = env["root"]
-    app = StudioProcess(env["tiny"], root / "outputs", root / "tiny-app.log").start()
+    # Dynamo's INFO log says when it traces a compiled graph: proof that the DiT really ran compiled.
+    app = StudioProcess(env["tiny"], root / "outputs", root / "tiny-app.log", env={"TORCH_LOGS": "dynamo"}).start()
     yield app
     app.stop()
 
 
-def new_page(env, url: str):
+@contextmanager
+def studio_page(env, app: StudioProcess, name: str):
+    """A fresh page (own context, microphone allowed) on `app`; on failure a screenshot and the
+    app's log tail go with the error. Yields (page, page errors)."""
     context = env["browser"].new_context(viewport={"width": 1400, "height": 1300}, permissions=["microphone"])
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda err: errors.append(str(err)))
-    open_studio(page, url)
-    return page, errors
+    try:
+        open_studio(page, app.url)
+        yield page, errors
+    except Exception as err:
+        shot = screenshot(page, f"failed-{name}")
+        raise AssertionError(f"{err}\nscreenshot: {shot}\nstatus: {status_text(page)!r}\n"
+                             f"audio: {page.locator('#audio-info').inner_text()!r}\napp log:\n{app.log()}") from err
+    finally:
+        context.close()
+    assert app.alive(), f"the studio died:\n{app.log()}"
 
 
 # ----------------------------------------------------------------------------- Download weights
@@ -168,8 +182,7 @@ def weights_text(page) -> str:
 
 
 def test_download_with_the_hub_unreachable_says_so_in_one_line(env, hub_app):
-    page, errors = new_page(env, hub_app["app"].url)
-    try:
+    with studio_page(env, hub_app["app"], "download-unreachable") as (page, errors):
         assert "weights are not ready" in weights_text(page)
         button = page.locator("#download-weights")
         assert button.is_visible()
@@ -190,14 +203,11 @@ def test_download_with_the_hub_unreachable_says_so_in_one_line(env, hub_app):
         open_studio(page, hub_app["app"].url)
         assert "weights are not ready" in weights_text(page)
         assert not errors, errors
-    finally:
-        page.context.close()
 
 
 def test_download_shows_progress_then_the_weights_are_present(env, hub_app):
     hub = hub_app["hub"].start()
-    page, errors = new_page(env, hub_app["app"].url)
-    try:
+    with studio_page(env, hub_app["app"], "download") as (page, errors):
         page.evaluate(PROGRESS_JS)
         page.locator("#download-weights").click()
         page.wait_for_selector("#weights-status .progress-level", timeout=60_000)
@@ -224,5 +234,105 @@ def test_download_shows_progress_then_the_weights_are_present(env, hub_app):
         assert any("HuMo-1.7B" in o and "[ready]" in o for o in options), options
         assert "Ready" in status_text(page)
         assert not errors, errors
-    finally:
-        page.context.close()
+
+
+# ----------------------------------------------------------------------------- microphone
+
+
+def clip_seconds(page) -> float:
+    text = page.locator("#audio-info").inner_text()
+    m = re.search(r"Clip: ([\d.]+) s", text)
+    assert m, f"no clip line: {text!r}"
+    return float(m.group(1))
+
+
+def record_clip(page, seconds: float) -> None:
+    """Record from the (fake) microphone through the audio input's own controls."""
+    box = page.locator("#audio-in")
+    box.locator("button[aria-label='Record audio']").click()
+    box.locator("button.record-button").click()
+    page.wait_for_timeout(int(seconds * 1000))
+    box.locator("button.stop-button").click()
+    page.wait_for_function(
+        "() => { const t = document.querySelector('#audio-info')?.innerText || '';"
+        " return t.includes('Clip:') || t.includes('Problem'); }", timeout=60_000)
+
+
+def result_frames(page) -> int:
+    info = page.locator("#result-info").inner_text()
+    m = re.search(r"(\d+) frames at 25 fps", info)
+    assert m, info
+    return int(m.group(1))
+
+
+def test_recorded_microphone_clip_drives_a_tiny_run(env, tiny_app):
+    with studio_page(env, tiny_app, "microphone") as (page, errors):
+        record_clip(page, 2.0)
+        screenshot(page, "mic-recorded")
+        info = page.locator("#audio-info").inner_text()
+        assert "Problem" not in info, info
+        seconds = clip_seconds(page)
+        assert 1.5 <= seconds <= 4.0, info           # about the time the recorder ran
+        # The recording is a real clip on the server: the page can play it back.
+        assert page.locator("#audio-in audio, #audio-in [data-testid='waveform-Voice clip (upload or record)']").count()
+
+        set_text(page, "prompt", PROMPT)
+        upload_images(page, env["photo"])
+        assert page.locator("#match-audio input[type=checkbox]").is_checked()
+        set_number(page, "steps", 2)
+        set_number(page, "seed", 11)
+        page.locator("#generate-btn").click()
+        text = wait_status(page, "Done:", "Problem", timeout_ms=180_000)
+        assert "Done:" in text, f"run failed: {text}\n{tiny_app.log()}"
+        assert video_ready_state(page) == 4
+        # "Match the audio length": the video is as long as the recording (4n+1 frames at 25 fps).
+        frames = result_frames(page)
+        assert (frames - 1) % 4 == 0 and abs(frames / 25 - seconds) <= 0.25, (frames, seconds)
+        screenshot(page, "mic-result")
+        env["tiny_run_done"] = True
+        assert not errors, errors
+
+
+# ----------------------------------------------------------------------------- compile
+
+
+def entry_record(outputs: Path, entry_id: str) -> dict:
+    return json.loads((outputs / entry_id / "settings.json").read_text())
+
+
+TRACED = "torchdynamo start tracing"
+
+
+def test_compile_checkbox_runs_compiled_and_says_so(env, tiny_app):
+    assert env.get("tiny_run_done"), "needs the uncompiled run of the microphone test"
+    assert TRACED not in tiny_app.log(), "an uncompiled run traced a graph"
+    with studio_page(env, tiny_app, "compile") as (page, errors):
+        page.locator("#perf-acc").get_by_text("Performance").first.click()
+        page.wait_for_function(
+            "() => !(document.querySelector('#plan-line')?.innerText || '').includes('Open this panel')",
+            timeout=90_000)
+        set_checkbox(page, "compile", True)
+        # The engine that ran the last run was built without compile: the panel says it reloads.
+        page.wait_for_function(
+            "() => (document.querySelector('#engine-note')?.innerText || '').includes('compile on')", timeout=30_000)
+        set_text(page, "prompt", PROMPT)
+        upload_images(page, env["photo"])
+        upload_audio(page, env["voice"])
+        set_checkbox(page, "match-audio", False)
+        set_number(page, "frames", 5)
+        set_number(page, "steps", 2)
+        set_number(page, "seed", 3)
+        page.locator("#generate-btn").click()
+        text = wait_status(page, "Done:", "Problem", timeout_ms=240_000)
+        assert "Done:" in text, f"run failed: {text}\n{tiny_app.log()}"
+        assert video_ready_state(page) == 4
+        screenshot(page, "compile-result")
+        info = page.locator("#result-info").inner_text()
+        entry_id = re.search(r"saved to the gallery as `?([\w-]+)", info).group(1)
+        studio = entry_record(tiny_app.outputs_dir, entry_id)["settings"]["metadata"]["studio"]
+        assert studio["compile"] is True, studio
+        assert TRACED in tiny_app.log(), "compile was on but no graph was traced"
+        # After the run the engine matches the panel: no reload note.
+        page.wait_for_function(
+            "() => (document.querySelector('#engine-note')?.innerText || '').trim() === ''", timeout=30_000)
+        assert not errors, errors
