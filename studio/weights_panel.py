@@ -59,3 +59,39 @@ def make_tiny(weights_dir: str, timeout_s: float = 600) -> str:
     if proc.returncode != 0:
         raise RuntimeError(text[-1] if text else f"make-tiny failed with exit code {proc.returncode}")
     return text[-1] if text else "Tiny weights written."
+
+
+class DownloadProgress:
+    """One progress bar over a whole download, from the downloader's per-file callbacks.
+
+    The downloader reports bytes per file, and huggingface_hub reports them per 10 MB chunk, so
+    a bar per file sits at 0 % through every small file and starts over at each new one. This
+    counts files instead (plus the share of the current one): "file 3 of 9 · vae: Wan2.1_VAE.pth".
+    `report(fraction, desc)` draws it (e.g. `lambda f, d: progress(f, desc=d)` with gr.Progress).
+    """
+
+    CHECKING = " (checking sha256)"
+
+    def __init__(self, variant_name: str, weights_dir: str, report, include_optional: bool = False) -> None:
+        from engine import weights
+
+        comps = weights.components_for(variant_name, include_optional=include_optional)
+        st = weights.find(variant_name, weights_dir, components=comps)
+        self.files = [f.path for c in st.components for f in c.files if f.state != "present"]
+        self.report = report
+        self.shown = 0.0
+
+    def __call__(self, component: str, file: str, done: int, total: int | None) -> None:
+        from engine.weights import format_bytes
+
+        checking = file.endswith(self.CHECKING)
+        rel = file[: -len(self.CHECKING)] if checking else file
+        if rel not in self.files:            # e.g. the shards a 17B index lists, known only now
+            self.files.append(rel)
+        index, count = self.files.index(rel), len(self.files)
+        share = 1.0 if checking else (min(max(done / total, 0.0), 1.0) if total else 0.0)
+        what = "checking" if checking else (f"{format_bytes(done)} of {format_bytes(total)}" if total else
+                                            format_bytes(done))
+        # Never backwards: a file found late (a shard) grows the count, not the work already done.
+        self.shown = max(self.shown, min((index + share) / count, 1.0))
+        self.report(self.shown, f"file {index + 1} of {count} · {component}: {Path(rel).name} ({what})")

@@ -336,3 +336,37 @@ def test_compile_checkbox_runs_compiled_and_says_so(env, tiny_app):
         page.wait_for_function(
             "() => (document.querySelector('#engine-note')?.innerText || '').trim() === ''", timeout=30_000)
         assert not errors, errors
+
+
+# ----------------------------------------------------------------------------- one bar over a download
+
+
+def test_download_progress_counts_files_over_the_whole_download(env, tmp_path, monkeypatch):
+    """studio.weights_panel.DownloadProgress fed by the real downloader (stand-in Hub, in process)."""
+    import huggingface_hub.constants as hf_constants
+
+    from engine import weights as W
+    from studio.weights_panel import DownloadProgress
+
+    hub = FakeHub()
+    for repo_id, files in release_from_tiny(env["tiny"]).items():
+        hub.add_repo(repo_id, files)
+    hub.start()
+    try:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        monkeypatch.setenv("HF_HOME", str(tmp_path / "hf-home"))
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", False)
+        monkeypatch.setattr(hf_constants, "HF_HUB_DISABLE_TELEMETRY", True)
+        shown: list[tuple[float, str]] = []
+        bar = DownloadProgress("humo-1.7b", str(tmp_path / "w"), lambda f, d: shown.append((f, d)))
+        assert len(bar.files) == len(NEEDED_1_7B)
+        W.download("humo-1.7b", tmp_path / "w", progress=bar)
+    finally:
+        hub.stop()
+    fractions = [f for f, _ in shown]
+    assert fractions == sorted(fractions) and fractions[-1] == pytest.approx(1.0), shown
+    counted = [int(m.group(1)) for _, d in shown if (m := re.match(r"file (\d+) of 10 · ", d))]
+    assert len(counted) == len(shown) and counted[0] == 1 and counted[-1] == 10, shown
+    assert sorted(set(counted)) == list(range(1, 11)), shown
+    assert any("dit: ema.pth (" in d and "1.3 MB" in d for _, d in shown), shown
