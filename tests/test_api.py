@@ -38,7 +38,7 @@ def test_api_lists_every_action(studio):
     names = set(studio["client"].view_api(print_info=False, return_format="dict")["named_endpoints"])
     for name in ("/generate", "/cancel", "/isolate_voice", "/gallery_list", "/gallery_get", "/gallery_delete",
                  "/reuse_settings", "/weights_status", "/make_tiny_weights", "/download_weights",
-                 "/apply_preset", "/random_seed", "/memory_plan"):
+                 "/apply_preset", "/random_seed", "/memory_plan", "/gallery_search", "/gallery_star"):
         assert name in names, f"{name} missing from {sorted(names)}"
 
 
@@ -148,10 +148,43 @@ def test_fast_mode_and_plan_travel_with_the_run(studio):
     assert list(settings[22:26]) == ["auto", "fewer-steps", "auto", False]
 
 
+def test_a_batch_with_random_seeds_over_the_api(studio):
+    """`runs` (the last generate input): two runs, each with its own random seed (seed -1), both kept."""
+    client = studio["client"]
+    before = client.predict("", "", "", False, 1, 0, api_name="/gallery_search")["total"]
+    status, _preview, video, summary, _grid = client.predict(
+        *generate_args(studio, prompt="A batch over the API.", steps=2, seed=-1), "auto", "exact", "auto", False, 2,
+        api_name="/generate")
+    assert "Done: 2 runs (random seeds " in status, status
+    seeds = [int(x) for x in status.split("random seeds ")[1].split(")")[0].split(", ")]
+    assert len(seeds) == 2 and all(0 <= s < 2**31 for s in seeds) and seeds[0] != seeds[1]
+    assert "2 of 2 runs done" in summary and "random seeds" in summary
+    found = client.predict("batch over the api", "", "", False, 24, 0, api_name="/gallery_search")
+    assert found["total"] == 2 and sorted(e["seed"] for e in found["entries"]) == sorted(seeds), found
+    assert client.predict("", "", "", False, 1, 0, api_name="/gallery_search")["total"] == before + 2
+    settings = client.predict(found["entries"][0]["id"], api_name="/reuse_settings")
+    assert settings[21] == found["entries"][0]["seed"] and settings[26] == 1     # reuse: that seed, one run
+    star = client.predict(found["entries"][1]["id"], api_name="/gallery_star")
+    assert star == {"id": found["entries"][1]["id"], "starred": True}
+    assert client.predict(found["entries"][1]["id"], False, api_name="/gallery_star")["starred"] is False
+
+
+def test_batch_seeds():
+    import random
+
+    from studio.form import MAX_SEED, batch_seeds
+    assert batch_seeds(42, 4) == [42, 43, 44, 45]
+    assert batch_seeds(MAX_SEED, 2) == [MAX_SEED, 0]
+    drawn = batch_seeds(-1, 16, random.Random(3))
+    assert len(set(drawn)) == 16 and all(0 <= s <= MAX_SEED for s in drawn)
+
+
 def test_bad_input_is_a_message_and_the_app_keeps_serving(studio):
     client = studio["client"]
     status = client.predict(*generate_args(studio, width=100), api_name="/generate")[0]
     assert "not a multiple of 16" in status and "Traceback" not in status
     status = client.predict(*generate_args(studio, prompt=""), api_name="/generate")[0]
     assert "prompt is empty" in status
+    status = client.predict(*generate_args(studio), "auto", "exact", "auto", False, 40, api_name="/generate")[0]
+    assert "Runs must be 1 to 16" in status and "Traceback" not in status
     assert "weights present" in client.predict("tiny", api_name="/weights_status")
