@@ -34,6 +34,14 @@ def test_plan_names_round_trip_and_options_parse():
         parse_plan("full+turbo")
 
 
+def test_the_cpu_plan_is_refused_on_a_gpu_engine_and_not_offered_there():
+    with pytest.raises(memory.InputError, match="start it with --device cpu"):
+        parse_plan("cpu+vae-tiling", device="cuda")
+    assert parse_plan("cpu+vae-tiling", device="cpu").device == "cpu"
+    assert "cpu" not in memory.plan_options(V17, device="cuda")
+    assert "cpu" in memory.plan_options(V17, device="cpu") and "cpu" in memory.plan_options(V17)
+
+
 def test_auto_on_a_machine_without_gpu_is_the_cpu_plan():
     plan = memory.resolve_plan("auto", TINY, Job(128, 96, 9), "cpu")
     assert plan == Plan(device="cpu") and plan.compute_dtype == torch.float32

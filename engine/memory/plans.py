@@ -95,7 +95,11 @@ def parse_plan(text: str, device: str | None = None) -> Plan:
             raise InputError(f"Unknown memory plan part {tok!r} in {text!r}; use e.g. full, fp8, model-offload, "
                              "block-offload, cpu, with +fp8, +text-cpu, +text-int8, +text-nf4, +vae-tiling, +sequential.")
     if device is not None:
-        fields["device"] = "cpu" if str(device).startswith("cpu") else "cuda"
+        on_cpu = str(device).startswith("cpu")
+        if fields["device"] == "cpu" and not on_cpu:
+            raise InputError("The 'cpu' plan runs the whole model on the CPU (very slow), but this engine runs on "
+                             "the GPU; pick a GPU plan such as block-offload, or start it with --device cpu.")
+        fields["device"] = "cpu" if on_cpu else "cuda"
     return Plan(**fields)
 
 
@@ -128,10 +132,12 @@ def describe(plan: Plan | str) -> str:
     return f"{p.name}: " + "; ".join(parts) + "."
 
 
-def plan_options(variant: Variant | str | None = None) -> list[str]:
-    """Plans worth offering in a picker, fastest first ('auto' leads)."""
+def plan_options(variant: Variant | str | None = None, device: str | None = None) -> list[str]:
+    """Plans worth offering in a picker, fastest first ('auto' leads); no 'cpu' on a GPU engine."""
     options = ["auto", "full", "fp8", "model-offload", "model-offload+fp8", "model-offload+text-int8",
                "model-offload+text-nf4", "model-offload+fp8+text-nf4+vae-tiling", "model-offload+text-cpu",
                "block-offload", "block-offload+sequential+vae-tiling", "block-offload+fp8+text-nf4+sequential+vae-tiling",
                "cpu"]
+    if device is not None and not str(device).startswith("cpu"):
+        options.remove("cpu")
     return options
