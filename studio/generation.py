@@ -109,7 +109,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             yield status_html(message=msg, error=True), keep, None, "", keep
             return
 
-        batch.begin()
+        token = batch.begin()
         done: list[tuple] = []           # (result, entry) of the runs that finished
         try:
             for i, (req, run_extras) in enumerate(requests, 1):
@@ -142,7 +142,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
                 yield (status, keep, str(entry.video), summary_markdown(f, done, runs, random_seed),
                        gallery_items(session))
         finally:
-            batch.end()
+            batch.end(token)
 
     def one_run(req, extras: dict, options: EngineOptions, head: str, run: int, runs: int, progress):
         """Stream one run of the batch; returns its ResultEvent, or None when it was cancelled or failed."""

@@ -26,25 +26,32 @@ class BatchControl:
 
     def __init__(self) -> None:
         self._stop = threading.Event()
-        self._active = threading.Event()
+        self._lock = threading.Lock()
+        self._current: object | None = None
 
-    def begin(self) -> None:
-        self._stop.clear()
-        self._active.set()
+    def begin(self) -> object:
+        """A new batch starts; returns its token for `end`."""
+        token = object()
+        with self._lock:
+            self._stop.clear()
+            self._current = token
+        return token
 
-    def end(self) -> None:
-        self._active.clear()
+    def end(self, token: object) -> None:
+        # A cancelled batch's handler may wind down after the next batch began: it must not end that one.
+        with self._lock:
+            if self._current is token:
+                self._current = None
 
     def stop(self) -> bool:
         """Ask the batch to stop; True when one was going."""
-        if self._active.is_set():
-            self._stop.set()
-            return True
-        return False
+        with self._lock:
+            self._stop.set()           # harmless when none is going: the next batch clears it
+            return self._current is not None
 
     @property
     def active(self) -> bool:
-        return self._active.is_set()
+        return self._current is not None
 
     @property
     def stopped(self) -> bool:

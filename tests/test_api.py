@@ -179,6 +179,20 @@ def test_batch_seeds():
     assert len(set(drawn)) == 16 and all(0 <= s <= MAX_SEED for s in drawn)
 
 
+def test_batch_control_belongs_to_one_batch():
+    from studio.jobs import BatchControl
+    control = BatchControl()
+    assert control.stop() is False                      # nothing going: nothing to stop
+    first = control.begin()
+    assert not control.stopped, "a new batch starts with a clean flag"
+    assert control.stop() is True and control.stopped
+    second = control.begin()
+    control.end(first)                                  # the cancelled batch winds down late
+    assert control.active and not control.stopped
+    control.end(second)
+    assert not control.active
+
+
 def test_bad_input_is_a_message_and_the_app_keeps_serving(studio):
     client = studio["client"]
     status = client.predict(*generate_args(studio, width=100), api_name="/generate")[0]
