@@ -505,7 +505,7 @@ MiB = 1024 * 1024
 
 
 def big_file(hub, seed: int = 20, size: int = 24 * MiB, repo: str = "test/big"):
-    """A file bigger than huggingface_hub's 10 MiB read chunk, so bytes reach the disk mid-file."""
+    """A file of many read chunks, so bytes reach the disk mid-file."""
     data = np.random.default_rng(seed).bytes(size)
     hub.add_repo(repo, {"big.bin": data})
     return data, W.Component("dit", "big test file", repo, "big", ("big.bin",), len(data))
@@ -529,8 +529,8 @@ def urlsplit_path(p: str) -> str:
 def cancel_mid_file(hub, repo_id: str, repo_path: str, written, run) -> None:
     """Cancel `run(cancel)` (a download in a thread) once `written()` says 10 MiB are on disk.
 
-    The hub stalls after 15 MiB, so exactly one 10 MiB read chunk reaches the disk; then the
-    cancel is set and the hub sends the rest, which the cancelled transfer refuses.
+    The hub stalls after 15 MiB, so the bytes up to there reach the disk (in read chunks); then
+    the cancel is set and the hub sends the rest, which the cancelled transfer refuses.
     """
     import threading
 
@@ -813,7 +813,7 @@ def test_after_a_restart_only_the_flushed_part_of_a_partial_is_trusted(hub, tmp_
     sidecar = wd / ".partial/big/big.bin.part.json"
     seen_durable = []
 
-    def written() -> int:  # while the hub stalls: the 10 MiB chunk gets flushed and recorded as durable
+    def written() -> int:  # while the transfer runs, whole checkpoints get flushed and recorded as durable
         durable = json.loads(sidecar.read_text())["durable"] if sidecar.is_file() else 0
         seen_durable.append(durable)
         return durable
@@ -821,7 +821,7 @@ def test_after_a_restart_only_the_flushed_part_of_a_partial_is_trusted(hub, tmp_
     cancel_mid_file(hub, "test/big", "big.bin", written,
                     lambda cancel: W.download("humo-1.7b", wd, components=[comp], cancel=cancel))
     kept = size_of(partial_of(wd, "big/big.bin"))
-    assert seen_durable[-1] == kept  # flushed mid-transfer, before the stop
+    assert 4 * MiB <= seen_durable[-1] <= kept  # flushed mid-transfer, before the stop
     record = json.loads(sidecar.read_text())
     assert record["durable"] == kept and record["boot_id"] == resume.boot_id()
 

@@ -51,6 +51,10 @@ DOWNLOAD_MODE_ENV = "HUMO_DOWNLOAD"
 MODES = ("resume", "hub")
 # Flush the partial file to disk this often: what a power loss or reboot can cost at most.
 CHECKPOINT_BYTES = 256 * 1024 * 1024
+# huggingface_hub reads the response in chunks of `constants.DOWNLOAD_CHUNK_SIZE` (10 MB) and
+# reports progress once per chunk: a file under 10 MB would sit at 0 % until done, and Stop would
+# wait for the next 10 MB. Half a MiB keeps both responsive at a negligible cost per chunk.
+READ_CHUNK_BYTES = 512 * 1024
 
 
 def boot_id() -> str | None:
@@ -222,6 +226,9 @@ def fetch(t: Transfer, weights_dir: Path, headers: dict, tqdm_class, say: Callab
             raw.seek(offset)
             raw.truncate()
             f = _CheckpointedFile(raw, lambda durable: _write_sidecar(wd, t.rel, {**record, "durable": durable}))
+            from huggingface_hub import constants
+
+            constants.DOWNLOAD_CHUNK_SIZE = min(constants.DOWNLOAD_CHUNK_SIZE, READ_CHUNK_BYTES)
             try:
                 http_get(t.url, f, resume_size=offset, headers=headers, expected_size=t.size,
                          displayed_filename=t.rel, tqdm_class=tqdm_class)
