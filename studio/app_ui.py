@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import random
+import threading
 from pathlib import Path
 
 import gradio as gr
@@ -204,15 +205,20 @@ def wire_weights(demo, ui, config: StudioConfig) -> None:
 
     ui.make_tiny_btn.click(make_tiny, ui.variant, [ui.weights_md, ui.variant], api_name="make_tiny_weights")
 
+    download_stop = threading.Event()
+
     def download_weights(v, progress=gr.Progress()):
-        """Fetch the selected variant's weights (huggingface_hub), with progress."""
+        """Fetch the selected variant's weights (huggingface_hub), with progress; resumable."""
         from engine import weights as W
+        from engine.errors import Cancelled
 
-        def on_progress(component, file, done, total):
-            progress((done, total) if total else None, desc=f"{component}: {Path(file).name}", unit="bytes")
-
+        download_stop.clear()
+        report = weights_panel.DownloadProgress(v, config.weights_dir, lambda f, d: progress(f, desc=d))
         try:
-            W.download(v, config.weights_dir, progress=on_progress, on_message=lambda m: gr.Info(m))
+            W.download(v, config.weights_dir, progress=report, on_message=lambda m: gr.Info(m), cancel=download_stop)
+        except Cancelled:
+            gr.Info("Download stopped; what was fetched is kept and the next download continues from there.")
+            return weights_panel.status_markdown(v, config.weights_dir), gr.update()
         except Exception as err:
             msg = friendly(err)
             gr.Warning(msg)
@@ -220,7 +226,16 @@ def wire_weights(demo, ui, config: StudioConfig) -> None:
         return (weights_panel.status_markdown(v, config.weights_dir),
                 gr.update(choices=weights_panel.variant_choices(config.weights_dir), value=v))
 
-    ui.download_btn.click(download_weights, ui.variant, [ui.weights_md, ui.variant], api_name="download_weights")
+    def stop_download():
+        """Stop a running weights download (the fetched part is kept for the next one)."""
+        download_stop.set()
+
+    (ui.download_btn.click(lambda: gr.update(visible=True), None, ui.download_stop_btn, queue=False,
+                           api_visibility="private")
+        .then(download_weights, ui.variant, [ui.weights_md, ui.variant], api_name="download_weights",
+              show_progress_on=[ui.weights_md])
+        .then(lambda: gr.update(visible=False), None, ui.download_stop_btn, queue=False, api_visibility="private"))
+    ui.download_stop_btn.click(stop_download, None, None, api_name="stop_download", queue=False)
 
     def weights_status(v):
         """Markdown about the selected variant's weights: present or missing, size, how to get them."""

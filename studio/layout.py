@@ -92,6 +92,8 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                                                   visible=get_variant(start_variant).random_weights)
                         download_btn = gr.Button("Download weights", size="sm", elem_id="download-weights",
                                                  visible=not get_variant(start_variant).random_weights)
+                        download_stop_btn = gr.Button("Stop download", size="sm", elem_id="download-stop",
+                                                      visible=False)
                     with gr.Tabs(elem_id="mode-tabs", selected="TIA") as mode_tabs:
                         mode_tab_objs = {}
                         for key in ("TA", "TIA", "TI"):

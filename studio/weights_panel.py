@@ -32,6 +32,10 @@ def status_markdown(variant_name: str, weights_dir: str) -> str:
         else:
             lines.append(f"About {weights.format_bytes(st.bytes_to_download)} to fetch: press **Download weights** "
                          f"or run `{st.command}`.")
+            partial = st.partial_files
+            if partial:
+                lines.append(f"{weights.format_bytes(sum(partial.values()))} of {len(partial)} unfinished "
+                             f"file{'s' if len(partial) > 1 else ''} already here: the download continues where it stopped.")
     return "\n\n".join(lines)
 
 

@@ -41,8 +41,6 @@ class SlowHub(FakeHub):
         self.port, self.bytes_per_s = port, bytes_per_s
 
     def start(self) -> "SlowHub":
-        rate = self.bytes_per_s
-
         class Handler(_Handler):
             def _send(self, status, body=b"", headers=None, head_only=False):
                 self.send_response(status)
@@ -52,7 +50,8 @@ class SlowHub(FakeHub):
                 self.end_headers()
                 if head_only or not body:
                     return
-                chunk = max(1, rate // 50)
+                # Read per response, so a test can slow the Hub down or speed it up between requests.
+                chunk = max(1, self.hub.bytes_per_s // 50)
                 for i in range(0, len(body), chunk):
                     self.wfile.write(body[i:i + chunk])
                     self.wfile.flush()
@@ -205,25 +204,48 @@ def test_download_with_the_hub_unreachable_says_so_in_one_line(env, hub_app):
         assert not errors, errors
 
 
-def test_download_shows_progress_then_the_weights_are_present(env, hub_app):
-    hub = hub_app["hub"].start()
+def test_download_shows_progress_stops_and_resumes_then_the_weights_are_present(env, hub_app):
+    hub = hub_app["hub"]
+    hub.bytes_per_s = 150_000                     # slow: the first file takes seconds, so Stop lands inside it
+    hub.start()
     with studio_page(env, hub_app["app"], "download") as (page, errors):
         page.evaluate(PROGRESS_JS)
+        stop = page.locator("#download-stop")
+        assert not stop.is_visible()
         page.locator("#download-weights").click()
-        page.wait_for_selector("#weights-status .progress-level", timeout=60_000)
+        # Stop once the first file is partly here (progress comes every half MiB, a few seconds apart at this rate).
+        page.wait_for_function("() => (window.__progress || []).some(t => /ema\\.pth \\((?!0 B)[0-9.]+ [KM]B of/.test(t))",
+                               timeout=60_000)
         screenshot(page, "download-progress")
+        stop.click()
+        page.wait_for_function(
+            "() => (document.querySelector('#weights-status')?.innerText || '').includes('already here')",
+            timeout=60_000)
+        text = weights_text(page)
+        assert "weights are not ready" in text and "continues where it stopped" in text, text
+        page.wait_for_function("() => !document.querySelector('#download-stop')?.offsetParent", timeout=10_000)
+        partial = list((hub_app["weights"] / ".partial").rglob("*.part"))
+        assert partial and 0 < partial[0].stat().st_size, partial
+        kept = partial[0].stat().st_size
+
+        hub.bytes_per_s = 1_500_000
+        page.locator("#download-weights").click()
         page.wait_for_function(
             "() => { const t = document.querySelector('#weights-status')?.innerText || '';"
             " return t.includes('weights present') || t.includes('Problem'); }", timeout=120_000)
         screenshot(page, "download-done")
         text = weights_text(page)
         assert "weights present" in text and "Problem" not in text, f"{text}\n{hub_app['app'].log()}"
-        # While it ran, the panel showed which file was coming and its size, file after file.
+        # The second download asked only for the rest of the file the first one stopped in.
+        ranges = [r for method, path, r in hub.requests if method == "GET" and r and "ema.pth" in path]
+        assert ranges and any(r.startswith(f"bytes={kept}-") for r in ranges), (kept, ranges)
+        assert not list((hub_app["weights"] / ".partial").rglob("*.part"))
+        # While it ran, one bar named the file coming and where it was in the list, file after file.
         seen = page.evaluate("() => window.__progress")
-        first = [next((i for i, t in enumerate(seen) if name in t and "bytes" in t), None)
+        first = [next((i for i, t in enumerate(seen) if name in t and " of " in t), None)
                  for name in ("ema.pth", "Wan2.1_VAE.pth", "model.safetensors")]
         assert None not in first and first == sorted(first), seen
-        assert any(re.search(r"1\.3M bytes", t) for t in seen), seen
+        assert any(re.search(r"file \d+ of 10", t) for t in seen), seen
         assert set(hub.requested_files("GET")) == NEEDED_1_7B
         for rel in ("HuMo/HuMo-1.7B/ema.pth", "Wan2.1-T2V-1.3B/Wan2.1_VAE.pth", "whisper-large-v3/model.safetensors"):
             assert (hub_app["weights"] / rel).is_file(), rel
@@ -329,8 +351,12 @@ def test_compile_checkbox_runs_compiled_and_says_so(env, tiny_app):
         screenshot(page, "compile-result")
         info = page.locator("#result-info").inner_text()
         entry_id = re.search(r"saved to the gallery as `?([\w-]+)", info).group(1)
-        studio = entry_record(tiny_app.outputs_dir, entry_id)["settings"]["metadata"]["studio"]
+        record = entry_record(tiny_app.outputs_dir, entry_id)["settings"]
+        studio = record["metadata"]["studio"]
         assert studio["compile"] is True, studio
+        # What the engine really ran with, in the settings and on the result line.
+        assert record["compiled"] in ("inductor", "aot_eager") and studio["compile_used"] == record["compiled"], record
+        assert f"compiled ({record['compiled']})" in info, info
         assert TRACED in tiny_app.log(), "compile was on but no graph was traced"
         # After the run the engine matches the panel: no reload note.
         page.wait_for_function(
