@@ -138,6 +138,7 @@ class Engine:
         self.attention = attention      # None / "auto": the fastest backend installed (engine.attention)
         self.attention_backend: str | None = None
         self.compile = compile          # torch.compile the DiT blocks (once per shape)
+        self.compile_backend = None     # the torch.compile backend the loaded DiT uses (None: eager)
         self.fast_mode = fast_mode      # default approximate preset (engine.fast); a request's own wins
         self.variant: Variant | None = None
         self.parts: dict[str, object] = {}
@@ -207,10 +208,12 @@ class Engine:
 
             self.attention_backend = apply_backend(model, choose_backend(self.attention, self.device, dt))
             model = memory.prepare(self.plan, name, model, self.device, dt)
+            self.compile_backend = None
             if self.compile:
                 from engine.compile import compile_dit, default_backend
 
-                compile_dit(model, backend=default_backend(self.device))
+                self.compile_backend = default_backend(self.device)
+                compile_dit(model, backend=self.compile_backend)
             return model
         if name == "vae":
             part = WanVAE(paths["vae_file"], dtype=dt, device=dev)
@@ -401,6 +404,7 @@ class Engine:
         out_path = request.out_path or tempfile.NamedTemporaryFile(prefix="humo-", suffix=".mp4", delete=False).name
         settings = res.settings(request)
         settings["fast_mode"] = fast.name if fast is not None else None
+        settings["compiled"] = self.compile_backend
         # The features used 16 kHz; the video gets the clip at 44.1 kHz, as people will listen to it.
         out_audio = None if wave is None else media.load_audio(request.audio, sr=OUTPUT_AUDIO_SR,
                                                               max_seconds=MAX_AUDIO_SECONDS)

@@ -35,6 +35,8 @@ def record_engine_choices(extras: dict, engine) -> None:
         extras["plan_used"] = getattr(plan, "name", str(plan))
     if getattr(engine, "attention_backend", None):
         extras["attention_used"] = engine.attention_backend
+    if getattr(engine, "compile_backend", None):
+        extras["compile_used"] = engine.compile_backend
 
 
 def batch_head(run: int, runs: int, seed: int, random_seed: bool) -> str:
@@ -156,9 +158,9 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             rt.begin_run()
             try:
                 for ev in eng.generate(req):
-                    # The engine has resolved its plan by the first stage after loading; the MP4's
-                    # settings are written later, so they carry the plan that really ran.
-                    if getattr(ev, "kind", None) == "stage" and "plan_used" not in extras:
+                    # The engine resolves its plan, attention and compile while loading; noting them at
+                    # every stage means the MP4's settings (written last) carry what really ran.
+                    if getattr(ev, "kind", None) == "stage":
                         record_engine_choices(extras, eng)
                     yield ev
             finally:
@@ -229,6 +231,8 @@ def summary_markdown(f: dict, done: list[tuple], runs: int = 1, random_seed: boo
         speed.append(f"plan {studio['plan_used']}")
     fast = settings.get("fast_mode") or fast_mode_value(f.get("fast_mode"))
     speed.append(f"fast mode {fast} (approximate)" if fast else "exact")
+    if settings.get("compiled"):
+        speed.append(f"compiled ({settings['compiled']})")
     tiny = "  \nTiny variant: random weights, so the video is noise." if get_variant(f["variant"]).random_weights else ""
     if runs == 1:
         return (f"**Done** in {result.timings.get('total_s', 0.0):.1f} s · {result.frames} frames at {result.fps} fps · "

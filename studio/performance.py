@@ -35,7 +35,7 @@ ATTENTION_LABELS = {
 def plan_choices(variant: str) -> list[tuple[str, str]]:
     from engine.memory import plan_options
 
-    return [(PLAN_AUTO_LABEL if p == AUTO else p, p) for p in plan_options(variant)]
+    return [(PLAN_AUTO_LABEL if p == AUTO else p, p) for p in plan_options(variant, device=_device())]
 
 
 def fast_label(mode) -> str:
