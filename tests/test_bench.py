@@ -94,7 +94,7 @@ def test_gpu_suite_covers_both_models_at_their_real_sizes_under_a_plan():
     runs = {(c.variant.name, c.width, c.height, c.frames, c.plan, c.layers, c.compile) for c in configs}
     assert ("humo-1.7b", 832, 480, 97, "full", None, True) in runs
     assert ("humo-17b", 1280, 720, 97, "block-offload", 4, True) in runs
-    assert ("humo-17b", 1280, 720, 97, "fp8", 4, False) in runs
+    assert ("humo-17b", 1280, 720, 97, "fp8", 4, True) in runs
     assert all(c.dtype == torch.bfloat16 and c.device == "cuda" for c in configs)
     assert any("extrapolated" in n for c in configs for n in c.notes)
 

@@ -338,3 +338,39 @@ def test_tiny_engine_in_bfloat16_stays_within_bf16_rounding_of_float32(tiny_weig
         assert torch.isfinite(b).all()
         rel = ((b - a).norm() / a.norm()).item()
         assert 1e-4 < rel < bound, f"{key}: bf16 vs float32 relative error {rel:.4f}"
+
+
+def test_fp8_storage_matches_layerwise_casting_and_compiles_to_one_graph():
+    """fp8 DiT weights: the same layers and the same numbers as diffusers' layerwise casting, but
+    cast inside the layer, so torch.compile makes one graph per shape instead of one per linear."""
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    from engine.compile import compile_dit, reset_compiled
+    from engine.memory.storage import FP8_EXTRA_SKIP, Fp8Linear, enable_fp8
+
+    hooked, ours, cond = tiny_model(), tiny_model(), conditions()
+    hooked.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=torch.float32,
+                                    skip_modules_pattern=tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_EXTRA_SKIP)
+    enable_fp8(ours, torch.float32)
+    fp8 = lambda m: {n for n, p in m.named_parameters() if p.dtype == torch.float8_e4m3fn}  # noqa: E731
+    assert fp8(ours) == fp8(hooked) and len(fp8(ours)) > 0
+    assert any(isinstance(m, Fp8Linear) for m in ours.modules())
+    reference = run(as_fn(hooked), cond, steps=2)
+    eager = run(as_fn(ours), cond, steps=2)
+    torch.testing.assert_close(eager, reference, rtol=0, atol=0)
+    assert (eager - run(as_fn(tiny_model()), cond, steps=2)).abs().max() > 0   # fp8 really rounds
+
+    graphs = []
+
+    def counting_backend(gm, example_inputs):
+        graphs.append(len(example_inputs))
+        return gm.forward
+
+    reset_compiled()
+    try:
+        compile_dit(ours, backend=counting_backend)
+        out = run(as_fn(ours), cond, steps=2)
+        assert len(graphs) == 1, f"fp8 blocks broke into {len(graphs)} graphs"
+        torch.testing.assert_close(out, eager, rtol=0, atol=1e-5)
+    finally:
+        reset_compiled()

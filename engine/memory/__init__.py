@@ -7,7 +7,7 @@ A plan is a base placement plus modifiers, written as one string (`parse_plan`, 
   block-offload     as model-offload, and the DiT streams its blocks from CPU memory
                     (diffusers group offload; only a few blocks are resident)
   cpu               everything on the CPU in float32
-  +fp8              DiT weights stored as float8 e4m3, cast per layer for compute (diffusers layerwise casting)
+  +fp8              DiT weights stored as float8 e4m3, cast per layer for compute (inside each linear: compiles)
   +text-cpu / +text-int8 / +text-nf4
                     the umT5 encoder on the CPU, or quantized with bitsandbytes (8-bit / 4-bit NF4)
   +vae-tiling[-N]   decode (and encode) the video in N×N-pixel tiles (default 256, stride 3/4 of N)

@@ -9,12 +9,61 @@ import torch
 FP8_EXTRA_SKIP = ("audio_proj",)
 
 
-def enable_fp8(model, compute_dtype: torch.dtype) -> None:
-    """Store the DiT's linear weights in float8 e4m3 and cast each layer up only while it runs."""
+class Fp8Linear(torch.nn.Linear):
+    """A linear layer whose weight and bias are stored in float8 e4m3 and cast to the compute dtype
+    inside `forward`. The same numbers as diffusers' layerwise casting (fp8 -> bf16 is exact), but
+    a plain cast in the graph rather than a hook that recasts the module: torch.compile traces it
+    without a graph break, and nothing is cast back after the call."""
+
+    compute_dtype: torch.dtype = torch.bfloat16
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        dt = self.compute_dtype
+        bias = None if self.bias is None else self.bias.to(dt)
+        return torch.nn.functional.linear(x, self.weight.to(dt), bias)
+
+
+def fp8_skip_patterns(model) -> tuple[str, ...]:
+    """The module-name patterns kept out of fp8: diffusers' defaults, the model's own
+    (`_keep_in_fp32_modules`, `_skip_layerwise_casting_patterns`) and ours."""
     from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
 
-    model.enable_layerwise_casting(storage_dtype=torch.float8_e4m3fn, compute_dtype=compute_dtype,
-                                   skip_modules_pattern=tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_EXTRA_SKIP)
+    patterns = tuple(DEFAULT_SKIP_MODULES_PATTERN) + FP8_EXTRA_SKIP
+    patterns += tuple(getattr(model, "_keep_in_fp32_modules", None) or ())
+    patterns += tuple(getattr(model, "_skip_layerwise_casting_patterns", None) or ())
+    return tuple(dict.fromkeys(patterns))
+
+
+def _fp8_targets(module, patterns, prefix: str = ""):
+    """(name, module) of every layer diffusers' layerwise casting would cast: the same walk and rule
+    (a layer whose dotted name matches a pattern is skipped with everything under it)."""
+    import re
+
+    from diffusers.hooks._common import _GO_LC_SUPPORTED_PYTORCH_LAYERS
+
+    if prefix and any(re.search(p, prefix) for p in patterns):
+        return
+    if isinstance(module, _GO_LC_SUPPORTED_PYTORCH_LAYERS):
+        yield prefix, module
+        return
+    for name, child in module.named_children():
+        yield from _fp8_targets(child, patterns, f"{prefix}.{name}" if prefix else name)
+
+
+def enable_fp8(model, compute_dtype: torch.dtype) -> None:
+    """Store the DiT's linear weights in float8 e4m3 and cast each layer up only while it runs.
+
+    Linear layers become `Fp8Linear` (compile-friendly); any other layer type the rule selects
+    (none in the HuMo DiT) gets diffusers' layerwise-casting hook."""
+    from diffusers.hooks.layerwise_casting import apply_layerwise_casting_hook
+
+    for _name, layer in list(_fp8_targets(model, fp8_skip_patterns(model))):
+        if type(layer) is torch.nn.Linear or isinstance(layer, Fp8Linear):
+            layer.to(dtype=torch.float8_e4m3fn)
+            layer.__class__ = Fp8Linear
+            layer.compute_dtype = compute_dtype
+        else:
+            apply_layerwise_casting_hook(layer, torch.float8_e4m3fn, compute_dtype, non_blocking=False)
 
 
 def tie_text_embeddings(model) -> None:
