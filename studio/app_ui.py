@@ -6,6 +6,7 @@ The page is split by job:
   studio.layout       the components
   studio.form         the form as data: API input order, checks, request, reuse
   studio.generation   the Generate handler (streamed run, then the gallery)
+  studio.gallery_ui   the Gallery tab: search, filters, paging, stars, reuse
   studio.performance  memory plan, fast mode, attention backend, compile
   studio.status       status line, readable errors, preview strip
   studio.runtime      the one engine and the gallery
@@ -26,14 +27,14 @@ from engine.variants import VARIANTS, get_variant
 from studio import audio_tools, performance, weights_panel
 from studio.config import StudioConfig
 from studio.form import (CUSTOM, FORM_KEYS, MAX_SEED, files_of, image_scale_applies, size_choices, size_key,
-                         uses_audio, uses_image, values_from_settings)
-from studio.gallery.store import PAGE_SIZE
-from studio.gallery.view import ALL, SessionViews
+                         uses_audio, uses_image)
+from studio.gallery.view import SessionViews
+from studio.gallery_ui import wire_gallery
 from studio.generation import make_generate
 from studio.jobs import BATCH
-from studio.layout import ABOUT_MD, CSS, STAR_OFF, STAR_ON, build_layout
+from studio.layout import ABOUT_MD, CSS, build_layout
 from studio.runtime import EngineOptions, Runtime
-from studio.status import esc, friendly, status_html
+from studio.status import friendly, status_html
 
 __all__ = ["ABOUT_MD", "CSS", "FORM_KEYS", "build_app"]
 
@@ -242,178 +243,6 @@ def wire_weights(demo, ui, config: StudioConfig) -> None:
         return weights_panel.status_markdown(v, config.weights_dir)
 
     gr.on([demo.load], weights_status, ui.variant, ui.weights_md, api_name="weights_status", queue=False)
-
-
-# ----------------------------------------------------------------------------- gallery
-
-def wire_gallery(demo, ui, rt: Runtime, config: StudioConfig, start_variant: str, views: SessionViews):
-    """The Gallery tab: search, filters, pages, stars, details. Returns `render(session)` for the
-    Generate handler, which redraws the grid as each run of a batch finishes."""
-    filters = ui.gallery_filters
-    problem = "**Problem:** the gallery could not be read."
-
-    def session_of(request) -> str | None:
-        return getattr(request, "session_hash", None)
-
-    def render(session: str | None) -> list:
-        return views.get(session).render(rt.gallery)
-
-    def draw(view) -> tuple:
-        """(grid, count, load-more button) for a view; a readable line when the index fails."""
-        try:
-            items = view.render(rt.gallery)
-        except Exception as err:
-            gr.Warning(friendly(err))
-            return [], problem, gr.update(visible=False)
-        return items, view.count_text, gr.update(visible=view.more)
-
-    def gallery_list(search=None, variant=ALL, mode=ALL, starred_only=False, request: gr.Request = None):
-        """The newest finished runs matching a search and filters, as (thumbnail, caption) pairs, and a
-        count line ("Showing 24 of 312 runs"). search: prompt words or "a phrase", any case; variant:
-        a model name or "" for all; mode: TA, TIA, TI or "" for all; starred_only: only starred runs."""
-        view = views.get(session_of(request))
-        view.set_filters(search, variant, mode, starred_only)
-        return draw(view)[:2]
-
-    def on_filters(search, variant, mode, starred_only, request: gr.Request):
-        view = views.get(session_of(request))
-        view.set_filters(search, variant, mode, starred_only)
-        return draw(view)
-
-    def load_more(search, variant, mode, starred_only, request: gr.Request):
-        view = views.get(session_of(request))
-        if not view.set_filters(search, variant, mode, starred_only):
-            view.shown += PAGE_SIZE
-        return draw(view)
-
-    def after_grid_change(request: gr.Request):
-        """The count and "Load more" follow the grid when a finished run redrew it."""
-        view = views.get(session_of(request))
-        return view.count_text, gr.update(visible=view.more)
-
-    grid_out = [ui.grid, ui.gallery_count, ui.more_btn]
-    ui.refresh_btn.click(gallery_list, filters, [ui.grid, ui.gallery_count], api_name="gallery_list",
-                         queue=False).then(after_grid_change, None, [ui.gallery_count, ui.more_btn],
-                                           api_visibility="private", queue=False)
-    gr.on([ui.gallery_tab.select, demo.load, ui.gallery_variant.change, ui.gallery_mode.change,
-           ui.gallery_starred.change, ui.gallery_search.submit],
-          on_filters, filters, grid_out, api_visibility="private", queue=False)
-    ui.gallery_search.input(on_filters, filters, grid_out, api_visibility="private", queue=False,
-                            trigger_mode="always_last")
-    ui.more_btn.click(load_more, filters, grid_out, api_visibility="private", queue=False)
-    ui.grid.change(after_grid_change, None, [ui.gallery_count, ui.more_btn], api_visibility="private",
-                   queue=False)
-
-    def star_label(entry) -> dict:
-        if entry is None:
-            return gr.update(value=STAR_OFF, interactive=False)
-        return gr.update(value=STAR_ON if entry.starred else STAR_OFF, interactive=True)
-
-    def gallery_get(eid):
-        """One run by id: its video, a download, a summary and its settings."""
-        eid = (eid or "").strip()
-        entry = rt.gallery.get(eid) if eid else None
-        if entry is None:
-            if eid:
-                gr.Warning(f"No gallery entry {eid!r}.")
-            return None, gr.update(visible=False, value=None), "", None
-        t = entry.timings or {}
-        total = t.get("total_s") or t.get("total")
-        info = (f"**{'★ ' if entry.starred else ''}{esc(entry.title)}**  \n"
-                f"{entry.created_at[:19].replace('T', ' ')} UTC · {entry.variant} · {entry.mode or '?'} · "
-                f"seed {entry.seed}" + (f" · {entry.duration:.1f} s" if entry.duration else "")
-                + (f" · made in {float(total):.1f} s" if isinstance(total, (int, float)) else ""))
-        vid = str(entry.video) if entry.available else None
-        return vid, gr.update(value=vid, visible=bool(vid)), info, entry.settings
-
-    def entry_star(eid):
-        eid = (eid or "").strip()
-        return star_label(rt.gallery.get(eid) if eid else None)
-
-    def on_select(evt: gr.SelectData, request: gr.Request):
-        ids = views.get(session_of(request)).ids
-        eid = ids[evt.index] if evt is not None and isinstance(evt.index, int) and evt.index < len(ids) else ""
-        return (eid, *gallery_get(eid), entry_star(eid))
-
-    entry_outputs = [ui.entry_video, ui.entry_download, ui.entry_md, ui.entry_settings]
-    ui.grid.select(on_select, None, [ui.entry_id, *entry_outputs, ui.star_btn], api_visibility="private",
-                   queue=False)
-    ui.entry_id.submit(gallery_get, ui.entry_id, entry_outputs, api_name="gallery_get", queue=False).then(
-        entry_star, ui.entry_id, ui.star_btn, api_visibility="private", queue=False)
-
-    def toggle_star(eid, request: gr.Request):
-        eid = (eid or "").strip()
-        try:
-            starred = rt.gallery.toggle_star(eid) if eid else None
-        except Exception as err:
-            gr.Warning(friendly(err))
-            return (gr.skip(),) * 5
-        if starred is None:
-            gr.Warning(f"No gallery entry {eid!r}: select a run first.")
-            return (gr.skip(),) * 5
-        view = views.get(session_of(request))
-        return (entry_star(eid), gallery_get(eid)[2], *draw(view))
-
-    ui.star_btn.click(toggle_star, ui.entry_id, [ui.star_btn, ui.entry_md, *grid_out], api_visibility="private",
-                      queue=False)
-
-    def gallery_star(entry_id: str, starred: bool | None = None) -> dict:
-        """Star (starred=True) or unstar (False) a run; leave `starred` out to flip it.
-        Returns {"id", "starred"}."""
-        entry = rt.gallery.get(str(entry_id or "").strip())
-        if entry is None:
-            raise gr.Error(f"No gallery entry {entry_id!r}: take an id from /gallery_search or /gallery_list.")
-        new = (not entry.starred) if starred is None else bool(starred)
-        rt.gallery.set_starred(entry.id, new)
-        return {"id": entry.id, "starred": new}
-
-    gr.api(gallery_star, api_name="gallery_star")
-
-    def gallery_search(search: str = "", variant: str = "", mode: str = "", starred_only: bool = False,
-                       limit: int = PAGE_SIZE, offset: int = 0) -> dict:
-        """Finished runs as data, newest first: {"total", "offset", "entries": [{id, title, prompt, variant,
-        mode, seed, starred, created_at, duration}]}. search: prompt words or "a phrase", any case."""
-        try:
-            page = rt.gallery.query(search, variant or None, mode or None, bool(starred_only),
-                                    limit=max(0, min(int(limit), 500)), offset=int(offset))
-        except EngineError as err:
-            raise gr.Error(str(err)) from None
-        return {"total": page.total, "offset": page.offset, "more": page.more, "entries": [
-            {"id": e.id, "title": e.title, "prompt": e.prompt, "variant": e.variant, "mode": e.mode,
-             "seed": e.seed, "starred": e.starred, "created_at": e.created_at, "duration": e.duration}
-            for e in page.entries]}
-
-    gr.api(gallery_search, api_name="gallery_search")
-
-    def gallery_delete(eid, request: gr.Request):
-        """Delete a run (its video, thumbnail and settings) from the gallery."""
-        eid = (eid or "").strip()
-        ok = bool(eid) and rt.gallery.delete(eid)
-        (gr.Info if ok else gr.Warning)(f"Deleted {eid}." if ok else f"No gallery entry {eid!r} to delete.")
-        items, count, _more = draw(views.get(session_of(request)))
-        return items, count, "", None, gr.update(visible=False, value=None), "", None
-
-    def after_delete(request: gr.Request):
-        return (*after_grid_change(request), star_label(None))
-
-    ui.delete_btn.click(gallery_delete, ui.entry_id, [ui.grid, ui.gallery_count, ui.entry_id, *entry_outputs],
-                        api_name="gallery_delete", queue=False).then(
-        after_delete, None, [ui.gallery_count, ui.more_btn, ui.star_btn], api_visibility="private", queue=False)
-
-    def reuse_settings(eid):
-        """Fill the Create form with a finished run's settings (and switch to it)."""
-        eid = (eid or "").strip()
-        try:
-            s = rt.gallery.reuse_settings(eid)
-        except KeyError:
-            gr.Warning(f"No gallery entry {eid!r}: select a run first.")
-            return [gr.update()] * (len(ui.form) + 2)
-        return values_from_settings(s, start_variant, keep=gr.update()) + [
-            gr.Tabs(selected=s.get("mode") or "TIA"), gr.Tabs(selected="create")]
-
-    ui.reuse_btn.click(reuse_settings, ui.entry_id, ui.form + [ui.mode_tabs, ui.main_tabs],
-                       api_name="reuse_settings", queue=False)
-    return render
 
 
 # ----------------------------------------------------------------------------- performance
