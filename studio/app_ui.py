@@ -328,11 +328,18 @@ def wire_generate(ui, rt: Runtime, config: StudioConfig, render_gallery, engine_
     def cancel():
         """Stop the running generation (and the rest of its batch); the studio stays ready for the next one."""
         batch = BATCH.stop()          # first: the batch must not start its next run
-        # Wait (briefly) for the run to stop: its last progress update must not land after this message.
-        stopped = rt.cancel(wait_s=15.0)
-        return status_html(message="Cancelled. Ready for the next run." if stopped or batch else "Nothing to cancel.")
+        engine = rt.cancel()
+        if not (batch or engine):
+            return status_html(message="Nothing to cancel.")
+        # The run's own stream ends with its "Cancelled" line; this answer waits for that, and then
+        # leaves the status alone (a line written here could land before a progress update still in
+        # flight on the stream, which would then overwrite it). No `cancels=`: aborting the stream is
+        # what could drop its last line.
+        if BATCH.wait_idle(30.0):
+            return gr.skip()
+        return status_html(message="Stopping: the run ends after its current step.")
 
-    ui.cancel_btn.click(cancel, None, ui.status, api_name="cancel", cancels=[gen_event], queue=False)
+    ui.cancel_btn.click(cancel, None, ui.status, api_name="cancel", queue=False)
     # After a run the engine follows the panel's settings again: the reload note goes.
     gen_event.then(engine_note, [ui.plan, ui.attention, ui.compile_], ui.engine_md, api_visibility="private",
                    queue=False)

@@ -79,6 +79,17 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
         session = getattr(request, "session_hash", None)
         f = form_values(values)
         keep = gr.skip()
+        # The batch begins before the audio is prepared, so a Cancel during that step counts too.
+        # Every status this run shows, its last "Cancelled" or "Done" included, comes from this one
+        # stream: a Cancel writing its own line could be overtaken by a progress update in flight.
+        token = batch.begin()
+        try:
+            yield from run_batch(f, session, keep, progress)
+        finally:
+            batch.end(token)
+
+    def run_batch(f: dict, session, keep, progress):
+        """Prepare once, then the runs one after another (see `generate`)."""
         try:
             options = prepare(f)
             drive_audio, stems = None, None
@@ -111,40 +122,36 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             yield status_html(message=msg, error=True), keep, None, "", keep
             return
 
-        token = batch.begin()
         done: list[tuple] = []           # (result, entry) of the runs that finished
-        try:
-            for i, (req, run_extras) in enumerate(requests, 1):
-                if batch.stopped:
+        for i, (req, run_extras) in enumerate(requests, 1):
+            if batch.stopped:
+                yield stopped_status(len(done), runs), keep, keep, keep, keep
+                return
+            head = batch_head(i, runs, req.seed, random_seed)
+            outcome = yield from one_run(req, run_extras, options, head, i, runs, progress)
+            if outcome is None:          # cancelled or failed: the runs after it do not start
+                if done and runs > 1:
                     yield stopped_status(len(done), runs), keep, keep, keep, keep
-                    return
-                head = batch_head(i, runs, req.seed, random_seed)
-                outcome = yield from one_run(req, run_extras, options, head, i, runs, progress)
-                if outcome is None:          # cancelled or failed: the runs after it do not start
-                    if done and runs > 1:
-                        yield stopped_status(len(done), runs), keep, keep, keep, keep
-                    return
-                try:
-                    entry = keep_result(outcome, f, drive_audio, stems)
-                except Exception as err:
-                    msg = friendly(err)
-                    gr.Warning(msg)
-                    yield status_html(message=msg, error=True), keep, keep, keep, keep
-                    return
-                done.append((outcome, entry))
-                last = i == runs
-                if last and runs == 1:
-                    status = status_html(message=f"Done: {entry.id}")
-                elif last:
-                    status = status_html(message=f"Done: {runs} runs ({seeds_text(seeds, random_seed)}): "
-                                                 + ", ".join(e.id for _, e in done))
-                else:
-                    status = head + status_html(message=f"Run {i} of {runs} saved as {entry.id}; "
-                                                        f"run {i + 1} starts…")
-                yield (status, keep, str(entry.video), summary_markdown(f, done, runs, random_seed),
-                       gallery_items(session))
-        finally:
-            batch.end(token)
+                return
+            try:
+                entry = keep_result(outcome, f, drive_audio, stems)
+            except Exception as err:
+                msg = friendly(err)
+                gr.Warning(msg)
+                yield status_html(message=msg, error=True), keep, keep, keep, keep
+                return
+            done.append((outcome, entry))
+            last = i == runs
+            if last and runs == 1:
+                status = status_html(message=f"Done: {entry.id}")
+            elif last:
+                status = status_html(message=f"Done: {runs} runs ({seeds_text(seeds, random_seed)}): "
+                                             + ", ".join(e.id for _, e in done))
+            else:
+                status = head + status_html(message=f"Run {i} of {runs} saved as {entry.id}; "
+                                                    f"run {i + 1} starts…")
+            yield (status, keep, str(entry.video), summary_markdown(f, done, runs, random_seed),
+                   gallery_items(session))
 
     def one_run(req, extras: dict, options: EngineOptions, head: str, run: int, runs: int, progress):
         """Stream one run of the batch; returns its ResultEvent, or None when it was cancelled or failed."""

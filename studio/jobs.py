@@ -28,6 +28,8 @@ class BatchControl:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._current: object | None = None
+        self._idle = threading.Event()
+        self._idle.set()
 
     def begin(self) -> object:
         """A new batch starts; returns its token for `end`."""
@@ -35,6 +37,7 @@ class BatchControl:
         with self._lock:
             self._stop.clear()
             self._current = token
+            self._idle.clear()
         return token
 
     def end(self, token: object) -> None:
@@ -42,6 +45,11 @@ class BatchControl:
         with self._lock:
             if self._current is token:
                 self._current = None
+                self._idle.set()
+
+    def wait_idle(self, timeout_s: float) -> bool:
+        """Wait until no batch is going (its stream has sent its last status); False on timeout."""
+        return self._idle.wait(timeout_s)
 
     def stop(self) -> bool:
         """Ask the batch to stop; True when one was going."""

@@ -238,7 +238,12 @@ def test_cancel_stops_the_current_run_and_the_rest_of_the_batch(env, page):
         " return t.includes('Run 2 of 3') && Number(document.querySelector('#run-status [data-step]')"
         "?.dataset.step || 0) >= 1; }", timeout=180_000)
     page.locator("#cancel-btn").click()
-    text = wait_status(page, "Cancelled", timeout_ms=120_000)
+    try:
+        text = wait_status(page, "Cancelled", timeout_ms=120_000)
+    except Exception as err:
+        history = page.evaluate("() => window.__batch.status")
+        raise AssertionError(f"no 'Cancelled' after Cancel: {err}\nstatus now: {status_text(page)!r}\n"
+                             f"status history (last 8): {history[-8:]}\napp log:\n{env['app'].log()}") from err
     assert "Ready for the next run" in text, text
     page.wait_for_timeout(3000)
     assert "Cancelled" in status_text(page)
