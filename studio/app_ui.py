@@ -325,8 +325,12 @@ def wire_generate(ui, rt: Runtime, config: StudioConfig, render_gallery, engine_
                                  api_name="generate", concurrency_limit=1, concurrency_id="gpu",
                                  show_progress="minimal", show_progress_on=[ui.video])
 
-    def cancel():
-        """Stop the running generation (and the rest of its batch); the studio stays ready for the next one."""
+    def cancel(request: gr.Request = None):
+        """Stop the running generation (and the rest of its batch) started from this page; the studio
+        stays ready for the next one. A run started from another page (a shared link) is left alone."""
+        if BATCH.owned_by_another(getattr(request, "session_hash", None)):
+            return status_html(message="The run going now was started from another page; only that page can "
+                                       "cancel it. Yours, if you started one, waits in the queue.")
         batch = BATCH.stop()          # first: the batch must not start its next run
         engine = rt.cancel()
         if not (batch or engine):

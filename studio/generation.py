@@ -19,8 +19,8 @@ from engine.errors import Cancelled
 from engine.variants import get_variant
 from studio import audio_tools
 from studio.config import StudioConfig
-from studio.form import (LIPS_VOICE, STUDIO_EXTRAS, batch_seeds, build_request, fast_mode_value, files_of,
-                         form_values, is_random_seed, uses_audio, uses_image, validate_form)
+from studio.form import (FORM_KEYS, LIPS_VOICE, STUDIO_EXTRAS, batch_seeds, build_request, fast_mode_value,
+                         files_of, form_values, is_random_seed, uses_audio, uses_image, validate_form)
 from studio.jobs import BATCH, BatchControl, RunState, stream_run
 from studio.runtime import EngineOptions, Runtime
 from studio.status import STAGE_TEXT, esc, friendly, preview_sheet, status_html
@@ -82,7 +82,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
         # The batch begins before the audio is prepared, so a Cancel during that step counts too.
         # Every status this run shows, its last "Cancelled" or "Done" included, comes from this one
         # stream: a Cancel writing its own line could be overtaken by a progress update in flight.
-        token = batch.begin()
+        token = batch.begin(owner=session)
         try:
             yield from run_batch(f, session, keep, progress)
         finally:
@@ -218,7 +218,29 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             thumb = None
         return rt.gallery.add_result(result, thumbnail_path=thumb, move=True)
 
-    return generate
+    return with_event_args(generate, len(FORM_KEYS))
+
+
+def with_event_args(fn, n_inputs: int):
+    """`fn(*values, request=..., progress=...)` as gradio calls it: gradio hands the request and
+    the progress tracker only to parameters it can see by position, and a `*values` signature hides
+    them (the run would get no session and its progress bar would stay empty). The wrapper shows
+    n_inputs positional inputs, then `request` and `progress`."""
+    import inspect
+
+    def handler(*args):
+        *values, request, progress = args
+        yield from fn(*values, request=request, progress=progress)
+
+    P = inspect.Parameter
+    params = [P(f"input_{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
+    params += [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request),
+               P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
+    handler.__signature__ = inspect.Signature(params)
+    handler.__annotations__ = {"request": gr.Request}
+    handler.__doc__ = fn.__doc__
+    handler.__name__ = handler.__qualname__ = getattr(fn, "__name__", "generate")
+    return handler
 
 
 def stopped_status(done: int, runs: int) -> str:

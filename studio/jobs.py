@@ -30,21 +30,28 @@ class BatchControl:
         self._current: object | None = None
         self._idle = threading.Event()
         self._idle.set()
+        self.owner: str | None = None      # the page (session) that started the batch going now
 
-    def begin(self) -> object:
-        """A new batch starts; returns its token for `end`."""
+    def begin(self, owner: str | None = None) -> object:
+        """A new batch starts (from the page `owner`); returns its token for `end`."""
         token = object()
         with self._lock:
             self._stop.clear()
             self._current = token
+            self.owner = owner
             self._idle.clear()
         return token
+
+    def owned_by_another(self, session: str | None) -> bool:
+        """True when a batch is going and it was started from another page than `session`."""
+        with self._lock:
+            return self._current is not None and None not in (self.owner, session) and self.owner != session
 
     def end(self, token: object) -> None:
         # A cancelled batch's handler may wind down after the next batch began: it must not end that one.
         with self._lock:
             if self._current is token:
-                self._current = None
+                self._current, self.owner = None, None
                 self._idle.set()
 
     def wait_idle(self, timeout_s: float) -> bool:

@@ -169,6 +169,28 @@ def test_a_batch_with_random_seeds_over_the_api(studio):
     assert client.predict(found["entries"][1]["id"], False, api_name="/gallery_star")["starred"] is False
 
 
+def test_cancel_from_another_page_leaves_the_run_alone(studio):
+    """On a shared link each visitor is a page (session): only the page that started a run cancels it."""
+    import time
+
+    owner, other = studio["client"], Client(studio["app"].url, verbose=False)
+    job = owner.submit(*generate_args(studio, prompt="A long take to cancel.", steps=100, seed=5),
+                       api_name="/generate")
+    deadline = time.monotonic() + 120
+    while "Denoising" not in str((job.outputs() or [[""]])[-1][0]) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert "Denoising" in str(job.outputs()[-1][0]), job.outputs()[-1:]
+    refused = other.predict(api_name="/cancel")
+    assert "started from another page" in refused, refused
+    time.sleep(1.0)
+    assert not job.done() and "Denoising" in str(job.outputs()[-1][0]), "the other page stopped the run"
+    owner.predict(api_name="/cancel")            # returns once the run's stream has said its last line
+    job.result(timeout=60)
+    final = job.outputs()[-1][0]
+    assert "Cancelled. Ready for the next run." in final, final
+    assert "Nothing to cancel" in owner.predict(api_name="/cancel")
+
+
 def test_batch_seeds():
     import random
 
