@@ -158,3 +158,12 @@ def test_ctrl_c_cancels_the_video_and_skips_the_rest(tiny_weights, inputs, tmp_p
     assert proc.returncode == 130, stderr[-2000:]
     assert "cancelled: 0 of 3 videos written" in stderr
     assert not list(tmp_path.glob("long*.mp4"))
+
+
+def test_missing_weights_stop_the_whole_jobs_file_with_one_message(inputs, tmp_path):
+    jobs = tmp_path / "jobs.jsonl"
+    jobs.write_text("\n".join(json.dumps({"prompt": p, "audio": str(inputs["voice"])}) for p in ("one", "two")))
+    proc = cli("--variant", "tiny", "--weights", tmp_path / "empty", "--jobs", jobs, "--out", tmp_path / "o")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert proc.stderr.count("weights are not ready") == 1 and "make-tiny" in proc.stderr
+    assert "[2/2]" not in proc.stderr

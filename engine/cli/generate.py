@@ -241,7 +241,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from engine import Engine
-    from engine.errors import Cancelled, EngineError, InputError
+    from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
 
     planned = plan_jobs(args)
     # Check every job before loading anything: a typo in job 7 should not surface hours later.
@@ -289,6 +289,8 @@ def run(args) -> int:
             except Cancelled:
                 tqdm.write(f"{label}cancelled", file=sys.stderr)
                 break
+            except (WeightsError, OutOfResources):
+                raise                # missing weights or a full disk: every job after this one would fail too
             except EngineError as err:
                 if len(requests) == 1:
                     raise
