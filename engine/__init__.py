@@ -18,6 +18,6 @@ __all__ = ["Engine", "GenerationRequest", "EngineError", "InputError", "WeightsE
 def __getattr__(name):
     # Engine pulls in torch/diffusers; keep `import engine` cheap for the UI's start-up.
     if name == "Engine":
-        from engine.pipeline import Engine
+        from engine.humo.pipeline import Engine
         return Engine
     raise AttributeError(name)

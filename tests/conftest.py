@@ -28,3 +28,25 @@ def tiny_weights(tmp_path_factory) -> Path:
     subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder)], cwd=ROOT, check=True,
                    capture_output=True, text=True)
     return folder
+
+
+@pytest.fixture(scope="session")
+def musetalk_weights(tmp_path_factory) -> Path:
+    """Tiny MuseTalk 1.5 weights (random), written by the real `make-tiny --model musetalk-1.5` command."""
+    folder = tmp_path_factory.mktemp("dub-weights")
+    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder), "--model", "musetalk-1.5"], cwd=ROOT,
+                   check=True, capture_output=True, text=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def track_cache(tmp_path_factory) -> Path:
+    """One face-track cache for the dubbing tests: each real clip is tracked once per session."""
+    return tmp_path_factory.mktemp("face-tracks")
+
+
+def pytest_sessionfinish(session, exitstatus):
+    """Stop any studio child a failed fixture left running (see conftest_ui.StudioProcess)."""
+    ui = sys.modules.get("conftest_ui")
+    if ui is not None:
+        ui.stop_all_studios()

@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -74,8 +75,13 @@ def portrait(dest: Path) -> Path:
     return dest
 
 
+# Every app child still running; tests/conftest.py stops them at the end of the session, so a
+# fixture that failed half-way never leaves a studio serving after pytest has exited.
+RUNNING: set["StudioProcess"] = set()
+
+
 class StudioProcess:
-    """`app.py` in a child process, the way `./launch.sh` runs it."""
+    """`app.py` in a child process, the way `./launch.sh` runs it. Also a context manager."""
 
     def __init__(self, weights_dir: Path, outputs_dir: Path, log_path: Path, variant: str = "tiny",
                  extra_args: tuple[str, ...] = (), env: dict[str, str] | None = None):
@@ -98,23 +104,40 @@ class StudioProcess:
         t0 = time.perf_counter()
         self.proc = subprocess.Popen(args, cwd=ROOT, env=child_env(**self.env), stdout=self._log,
                                      stderr=subprocess.STDOUT, process_group=0)
+        RUNNING.add(self)
+        try:
+            self._wait_ready(timeout_s)
+        except BaseException:
+            log = self.log()
+            self.stop()                   # a start that failed half-way leaves nothing running
+            raise AssertionError(f"the studio did not start:\n{log}") from None
+        self.ready_s = time.perf_counter() - t0
+        return self
+
+    def _wait_ready(self, timeout_s: float) -> None:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
-                raise AssertionError(f"the studio exited with {self.proc.returncode}:\n{self.log()}")
+                raise AssertionError(f"the studio exited with {self.proc.returncode}")
             try:
                 with urllib.request.urlopen(self.url, timeout=2) as resp:
                     if resp.status == 200:
-                        self.ready_s = time.perf_counter() - t0
-                        return self
+                        return
             except OSError:
-                time.sleep(0.2)
-        raise AssertionError(f"the studio did not answer within {timeout_s} s:\n{self.log()}")
+                threading.Event().wait(0.2)   # poll again until the deadline
+        raise AssertionError(f"the studio did not answer within {timeout_s} s")
+
+    def __enter__(self) -> "StudioProcess":
+        return self if self.alive() else self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
 
     def alive(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
     def stop(self) -> None:
+        RUNNING.discard(self)
         if self.proc is None:
             return
         if self.proc.poll() is None:
@@ -122,7 +145,7 @@ class StudioProcess:
             try:
                 self.proc.wait(timeout=15)
             except subprocess.TimeoutExpired:
-                self.proc.kill()
+                os.killpg(self.proc.pid, signal.SIGKILL)   # its own process group: children go too
                 self.proc.wait(timeout=15)
         self.proc = None
         self._log.close()
@@ -132,6 +155,25 @@ class StudioProcess:
             return self.log_path.read_text(errors="replace")[-6000:]
         except OSError:
             return ""
+
+
+def stop_all_studios() -> None:
+    for app in list(RUNNING):
+        app.stop()
+
+
+def new_page(browser, **options):
+    """A page that records the browser's uncaught errors in `page.errors` (see `assert_no_page_errors`)."""
+    page = browser.new_page(**options)
+    page.errors = []
+    page.on("pageerror", lambda err: page.errors.append(str(err)))
+    return page
+
+
+def assert_no_page_errors(page) -> None:
+    errors = getattr(page, "errors", [])
+    assert not errors, f"the page raised {len(errors)} error(s): {errors[:3]}"
+
 
 
 def launch_browser(playwright, extra_args: tuple[str, ...] = ()):

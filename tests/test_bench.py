@@ -10,8 +10,9 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from engine.__main__ import main
 from engine.attention import apply_backend
-from engine.bench import pass_flops, random_dit
-from engine.variants import HUMO_1_7B, HUMO_17B, TINY
+from engine.tools.bench import random_dit
+from engine.tools.flops import pass_flops
+from engine.humo.variants import HUMO_1_7B, HUMO_17B, TINY
 
 
 @pytest.mark.parametrize("in_dim,frames,h,w,batch", [(16, 3, 4, 6, 1), (36, 2, 6, 4, 2)])
@@ -25,7 +26,7 @@ def test_flop_count_matches_torch_flop_counter(in_dim, frames, h, w, batch):
     text = torch.randn(batch, 300, shape.text_dim, generator=g)            # padded to 512 inside
     audio = torch.randn(batch, frames, 8, 5, shape.audio_channels, generator=g)
     with torch.no_grad(), FlopCounterMode(display=False) as counter:
-        out = model(x, torch.full((batch,), 500.0), text, audio, y)
+        (out,) = model(x, torch.full((batch,), 500.0), text, audio, y, return_dict=False)
     assert torch.isfinite(out).all()
     ours = pass_flops(shape, frames, h, w, batch=batch)
     assert ours["total"] == counter.get_total_flops()
@@ -83,12 +84,12 @@ def test_bench_json_report(capsys):
 
 
 def test_bench_bad_size_is_a_message(capsys):
-    assert main(["bench", "--variant", "tiny", "--size", "65x48"]) == 2
-    assert "multiple of 16" in capsys.readouterr().err
+    assert main(["bench", "--variant", "tiny", "--size", "4000x48"]) == 2
+    assert "Width must be between 32 and 2048 pixels, not 4000" in capsys.readouterr().err
 
 
 def test_gpu_suite_covers_both_models_at_their_real_sizes_under_a_plan():
-    from engine.bench import suite_configs
+    from engine.tools.bench import suite_configs
 
     configs = suite_configs("gpu", "cuda", torch.bfloat16)
     runs = {(c.variant.name, c.width, c.height, c.frames, c.plan, c.layers, c.compile) for c in configs}
@@ -100,7 +101,8 @@ def test_gpu_suite_covers_both_models_at_their_real_sizes_under_a_plan():
 
 
 def test_suite_on_fewer_layers_extrapolates_and_keeps_to_its_time_limit():
-    from engine.bench import BenchConfig, format_report, format_summary, run_suite
+    from engine.tools.bench import BenchConfig, run_suite
+    from engine.tools.bench_report import format_report, format_summary
 
     cfgs = [BenchConfig(variant=TINY, width=64, height=48, frames=5, layers=1, compile=False, repeat=1, warmup=1),
             BenchConfig(variant=TINY, width=64, height=48, frames=5, compile=False, repeat=1, warmup=1)]

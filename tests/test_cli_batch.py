@@ -133,7 +133,7 @@ def test_bad_jobs_fail_before_loading_anything(tiny_weights, inputs, tmp_path):
                                 {**good, "audio": str(tmp_path / "nope.wav")}, good]))
     proc = cli("--variant", "tiny", "--weights", tiny_weights, "--jobs", jobs, "--out", tmp_path / "o")
     assert proc.returncode == 2
-    assert "job 2: A prompt is needed" in proc.stderr and "job 3: Steps must be between 1 and 200" in proc.stderr
+    assert "job 2: The prompt is empty" in proc.stderr and "job 3: Steps must be between 1 and 200" in proc.stderr
     assert "job 4: The voice clip" in proc.stderr and "nope.wav does not exist" in proc.stderr
     assert "3 of 5 jobs have problems; nothing was made" in proc.stderr
     assert "[loading]" not in proc.stderr and not (tmp_path / "o").exists()

@@ -6,7 +6,7 @@ import sys
 
 import pytest
 
-from engine.golden import TOLERANCE, discover, run_case
+from engine.tools.golden import TOLERANCE, discover, run_case
 from tests.conftest import GOLDEN, ROOT
 
 CASES = dict(discover(GOLDEN)) if GOLDEN.is_dir() else {}
@@ -26,7 +26,7 @@ def test_golden_case(name):
 
 def test_check_golden_cli_passes_and_reports_each_case():
     proc = subprocess.run([sys.executable, "-m", "engine", "check-golden", str(GOLDEN)], cwd=ROOT,
-                          capture_output=True, text=True, timeout=300)
+                          capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     lines = [l for l in proc.stdout.splitlines() if l.startswith(("ok", "FAIL"))]
     assert len(lines) == len(CASES)

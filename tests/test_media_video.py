@@ -90,6 +90,24 @@ def _leftovers(folder: Path) -> list[str]:
     return sorted(os.listdir(folder))
 
 
+def test_replace_audio_track_keeps_video_and_settings(tmp_path):
+    from studio.audio_tools import replace_audio
+    from media_fixtures import write_wav
+
+    video = media.write_mp4(moving_frames(25, 32, 48), tmp_path / "v.mp4", fps=25, audio=np.zeros(SR, np.float32),
+                            metadata=METADATA)
+    voice = write_wav(tmp_path / "voice.wav", sine(2.0), SR)
+    replace_audio(video, str(voice))
+    info = media.probe_mp4(video)
+    assert info["frames"] == 25 and info["metadata"] == METADATA and info["has_audio"]
+    heard = media.read_mp4_audio(video)
+    assert np.corrcoef(heard[1000:SR - 1000], sine(1.0)[1000:SR - 1000])[0, 1] > 0.95
+    assert _leftovers(tmp_path) == ["v.mp4", "voice.wav"]
+    with pytest.raises(InputError, match="Could not mix the background"):
+        replace_audio(video, str(tmp_path / "v.mp4.missing.wav"))
+    assert _leftovers(tmp_path) == ["v.mp4", "voice.wav"] and media.probe_mp4(video)["frames"] == 25
+
+
 def test_failing_ffmpeg_leaves_nothing(tmp_path):
     with pytest.raises(EngineError) as e:
         media.write_mp4(moving_frames(10, 32, 32), tmp_path / "x.mp4", audio=sine(0.4), preset="no-such-preset")

@@ -5,16 +5,16 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import time
 
 import pytest
 import torch
 
 from engine import Engine, GenerationRequest, memory
 from engine.memory import GIB, Job, Plan, estimate, parse_plan
-from engine.models.humo_dit import dit_from_shape
-from engine.variants import get_variant
+from engine.humo.dit import dit_from_shape
+from engine.humo.variants import get_variant
 from tests.conftest import ROOT
+from tests.waiting import wait_until
 
 V17, V170, TINY = get_variant("humo-1.7b"), get_variant("humo-17b"), get_variant("tiny")
 
@@ -60,7 +60,7 @@ def _manifest_numel(path) -> int:
 
 
 def test_dit_weight_bytes_are_exact_at_real_shapes(golden_dir):
-    from engine.models.dit_loader import _fp32_matcher, build_dit_empty
+    from engine.humo.dit_loader import _fp32_matcher, build_dit_empty
 
     for variant, manifest in ((V17, "humo-1.7B.keys.json"), (V170, "humo-17B.keys.json")):
         model = build_dit_empty(variant.dit)
@@ -170,7 +170,7 @@ def test_activations_grow_with_tokens_and_batch():
     b = memory.dit_activation_bytes(V170.dit, Job(1280, 720, 97), 3, torch.bfloat16)
     c = memory.dit_activation_bytes(V170.dit, Job(832, 480, 97), 1, torch.bfloat16)
     assert b == 3 * a and c < a / 2
-    # 93 600 tokens × 5120 × 20 bytes (the residual phase) × slack 1.25 ≈ 11.2 GiB.
+    # 93 600 tokens × (8·5120 + 4·13824) bytes (the feed-forward phase) × slack 1.25 ≈ 10.5 GiB.
     assert 10 * GIB < a < 13 * GIB
     tiled = memory.vae_activation_bytes(96, Job(1280, 720, 97), torch.bfloat16, 256, decode=True)
     whole = memory.vae_activation_bytes(96, Job(1280, 720, 97), torch.bfloat16, None, decode=True)
@@ -183,14 +183,16 @@ def _run(weights, plan: str, frames=9):
     engine.load("tiny")
     seen = {}
     vae = engine.parts["vae"]
-    decode = vae.decode
+    decode_stream = vae.decode_stream
 
-    def recording_decode(latents):      # records what the real decode received and returned
-        video = decode(latents)
-        seen["latents"], seen["video"] = latents.clone(), video.clone()
-        return video
+    def recording_decode(latents):      # records what the real (streamed) decode received and returned
+        seen["latents"], chunks = latents.clone(), []
+        for chunk in decode_stream(latents):
+            chunks.append(chunk.clone())
+            seen["video"] = torch.cat(chunks, dim=1)    # the writer may stop reading after the last frame
+            yield chunk
 
-    vae.decode = recording_decode
+    vae.decode_stream = recording_decode
     request = GenerationRequest(prompt="A woman talks to the camera", variant="tiny", mode="TIA",
                                 images=[str(ROOT / "assets" / "portrait.png")], audio=str(ROOT / "assets" / "voice.wav"),
                                 frames=frames, steps=2, width=128, height=96, seed=5, preview=False)
@@ -263,9 +265,7 @@ def test_idle_timeout_unloads_the_parts(tiny_weights):
                                            audio=str(ROOT / "assets" / "voice.wav"), frames=5, steps=1,
                                            preview=False)))
     assert engine.parts
-    deadline = time.time() + 10
-    while engine.parts and time.time() < deadline:
-        time.sleep(0.05)
+    wait_until(lambda: not engine.parts, 10, "the idle engine to unload")
     assert not engine.parts and engine.plan is None
 
 
@@ -328,5 +328,6 @@ def test_block_offload_options_are_what_diffusers_takes():
     model = dit_from_shape(TINY.dit).eval()
     model.enable_group_offload(**cpu)
     x = torch.randn(1, 16, 2, 4, 4)
-    out = model(x, torch.tensor([500.0]), torch.randn(1, 7, TINY.dit.text_dim), torch.randn(1, 2, 8, 5, 32))
+    (out,) = model(x, torch.tensor([500.0]), torch.randn(1, 7, TINY.dit.text_dim), torch.randn(1, 2, 8, 5, 32),
+                   return_dict=False)
     assert out.shape == x.shape and torch.isfinite(out).all()

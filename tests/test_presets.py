@@ -8,7 +8,7 @@ import pytest
 
 from engine.errors import InputError
 from engine.request import GenerationRequest
-from engine.variants import VARIANTS
+from engine.humo.variants import VARIANTS
 from studio.presets import (PRESETS_DIR, SETTING_KEYS, Preset, PresetError, apply, get_preset, load_preset_file,
                             load_presets, presets_for)
 

@@ -1,4 +1,4 @@
-"""engine.separation: the voice stem, the background stem, and which method made them."""
+"""engine.media.separation: the voice stem, the background stem, and which method made them."""
 from __future__ import annotations
 
 import subprocess
@@ -10,7 +10,7 @@ import pytest
 
 from engine import media
 from engine.errors import InputError, WeightsError
-from engine.separation import (MDX_COMPENSATE, METHOD_ONNX, METHOD_SPECTRAL, find_kim_vocal_model, mix,
+from engine.media.separation import (MDX_COMPENSATE, METHOD_ONNX, METHOD_SPECTRAL, find_kim_vocal_model, mix,
                                separate_vocals)
 from media_fixtures import speak, tone_mix, write_mdx_standin_onnx
 

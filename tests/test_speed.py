@@ -10,10 +10,10 @@ import torch
 
 from engine import attention
 from engine.errors import InputError
-from engine.fast import FAST_MODES, fast_mode_cache, get_fast_mode
-from engine.models.humo_dit import dit_from_shape
-from engine.sampler import Conditions, denoise, seeded_noise
-from engine.variants import TINY
+from engine.humo.fast import FAST_MODES, fast_mode_cache, get_fast_mode
+from engine.humo.dit import dit_from_shape
+from engine.humo.sampler import Conditions, denoise, seeded_noise
+from engine.humo.variants import TINY
 
 T, R, H, W = 4, 1, 12, 16
 SCALES = dict(scale_t=7.0, scale_a=7.5, scale_i=4.0)
@@ -39,7 +39,7 @@ def conditions(channel=False):
 def as_fn(model):
     def fn(x, t, text, audio, y):
         with torch.no_grad():
-            return model(x, t, text, audio, y)
+            return model(x, t, text, audio, y, return_dict=False)[0]
     return fn
 
 
@@ -74,7 +74,7 @@ def test_every_available_backend_matches_native():
     ref = run(as_fn(model), cond, steps=2)
     for name in names[1:]:
         attention.apply_backend(model, name)
-        assert model.blocks[0].audio_attn.attention_backend == name
+        assert model.blocks[0].audio_attn.processor._attention_backend == name
         out = run(as_fn(model), cond, steps=2)
         torch.testing.assert_close(out, ref, rtol=0, atol=2e-5, msg=f"backend {name}")
     attention.apply_backend(model, "native")
@@ -159,7 +159,7 @@ def test_engine_fast_mode_runs_batched_with_cache_and_records_it(tiny_weights, t
 
     Image.new("RGB", (96, 128), (180, 120, 90)).save(tmp_path / "face.png")
     eng = Engine(tiny_weights, batch_passes=False)      # asks for sequential passes...
-    req = dict(prompt="A person talks", mode="TI", images=[str(tmp_path / "face.png")], frames=5, steps=8,
+    req = dict(prompt="A person talks", variant="tiny", mode="TI", images=[str(tmp_path / "face.png")], frames=5, steps=8,
                preview=False, width=128, height=96)
     eng.load("tiny")
     batches = []
@@ -267,12 +267,12 @@ def test_gpu_attention_backends_get_what_their_kernels_accept(gpu_kernels, backe
     audio = torch.randn(B, F, 8, 5, shape.audio_channels, generator=g, dtype=torch.bfloat16)
     t = torch.tensor([999.0, 500.0])
     attention.apply_backend(model, "native")
-    ref = model(x, t, text, audio).float()
+    ref = model(x, t, text, audio).sample.float()
     # diffusers' own argument checks (device, dtype, shapes) run before each kernel; they ask for a
     # CUDA tensor for SageAttention, which a CPU run cannot give.
     monkeypatch.setattr(_AttentionBackendRegistry, "_checks_enabled", backend != "sage")
     attention.apply_backend(model, backend)
-    out = model(x, t, text, audio).float()
+    out = model(x, t, text, audio).sample.float()
     tokens = F * (h // 2) * (w // 2)
     # self-attention over all tokens, text over the 512 padded rows (no mask), audio frame by frame over 16 tokens
     assert sorted(set(gpu_kernels)) == sorted({(B, tokens, tokens), (B, tokens, 512), (B * F, tokens // F, 16)})
@@ -290,7 +290,8 @@ def test_switching_back_to_sdpa_really_leaves_the_previous_backend():
     assert _AttentionBackendRegistry._active_backend == default, "the process-wide default is left alone"
     attention.apply_backend(model, "native")
     backends = {m.processor._attention_backend for m in model.modules() if hasattr(m, "processor")}
-    backends |= {b.audio_attn.attention_backend for b in model.blocks}
+    assert {type(m.processor).__name__ for m in model.modules() if hasattr(m, "processor")} == \
+        {"WanAttnProcessor", "HuMoAudioAttnProcessor"}
     assert backends == {AttentionBackendName.NATIVE}
     # and it computes what a model that never left SDPA computes, bit for bit
     fresh = tiny_model()
@@ -315,16 +316,18 @@ def test_tiny_engine_in_bfloat16_stays_within_bf16_rounding_of_float32(tiny_weig
         eng = Engine(tiny_weights, device="cpu", dtype=dtype)
         eng.load("tiny")
         dit, vae, seen = eng.parts["dit"], eng.parts["vae"], {}
-        decode = vae.decode
+        decode_stream = vae.decode_stream
 
-        def observe(z, decode=decode, seen=seen):
-            seen["latents"] = z.clone()
-            seen["video"] = decode(z)
-            return seen["video"]
+        def observe(z, decode_stream=decode_stream, seen=seen):   # the real streamed decode, recorded
+            seen["latents"], chunks = z.clone(), []
+            for chunk in decode_stream(z):
+                chunks.append(chunk)
+                seen["video"] = torch.cat(chunks, dim=1)
+                yield chunk
 
-        vae.decode = observe
+        vae.decode_stream = observe
         events = list(eng.generate(GenerationRequest(
-            prompt="A person talks", mode="TIA", images=[str(tmp_path / "face.png")], audio=str(tmp_path / "v.wav"),
+            prompt="A person talks", variant="tiny", mode="TIA", images=[str(tmp_path / "face.png")], audio=str(tmp_path / "v.wav"),
             frames=5, steps=4, width=128, height=96, preview=False, out_path=str(tmp_path / f"{dtype}.mp4"))))
         assert events[-1].kind == "result"
         dtypes = {name: p.dtype for name, p in dit.named_parameters()}

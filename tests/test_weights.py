@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from engine import weights as W  # noqa: E402
 from engine.__main__ import main as engine_main  # noqa: E402
 from engine.errors import OutOfResources, WeightsError  # noqa: E402
-from engine.variants import VARIANTS  # noqa: E402
+from engine.humo.variants import VARIANTS  # noqa: E402
 
 from weights_fixtures import Event, expected_files, fake_release, hub, safetensors_bytes, torch_zip  # noqa: E402,F401 (hub is a fixture)
 

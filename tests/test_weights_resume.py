@@ -8,7 +8,6 @@ import hashlib
 import json
 import shutil
 import sys
-import time
 from collections import namedtuple
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from engine.__main__ import main as engine_main  # noqa: E402
 from engine.errors import OutOfResources, WeightsError  # noqa: E402
 
 from weights_fixtures import Event, expected_files, fake_release, hub, torch_zip  # noqa: E402,F401 (hub is a fixture)
+from tests.waiting import wait_until  # noqa: E402
 
 # ---------------------------------------------------------------------------------------------
 # Resuming across runs: partial files under <weights>/.partial/
@@ -76,10 +76,8 @@ def cancel_mid_file(hub, repo_id: str, repo_path: str, written, run) -> None:
     hub.stall_once(repo_id, repo_path, 15 * MiB)
     worker = threading.Thread(target=target, daemon=True)
     worker.start()
-    deadline = time.monotonic() + 30
-    while written() < 10 * MiB:
-        assert worker.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.02)
+    wait_until(lambda: written() >= 10 * MiB or not worker.is_alive(), 30, "10 MiB of the download")
+    assert worker.is_alive(), outcome
     cancel.set()
     hub.release(finish=True)
     worker.join(30)
@@ -286,11 +284,9 @@ def test_killed_cli_download_resumes_in_the_next_process(hub, tmp_path):
     def run_until_partial_has(at_least: int, sig: int) -> subprocess.CompletedProcess:
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         try:
-            deadline = time.monotonic() + 60
-            while not (part.is_file() and part.stat().st_size >= at_least):
-                assert proc.poll() is None, proc.communicate()
-                assert time.monotonic() < deadline, "the download never reached the stall"
-                time.sleep(0.05)
+            wait_until(lambda: proc.poll() is not None or (part.is_file() and part.stat().st_size >= at_least), 60,
+                       "the download to reach the stall")
+            assert proc.poll() is None, proc.communicate()
             proc.send_signal(sig)
             out, err = proc.communicate(timeout=30)
         finally:
@@ -385,10 +381,8 @@ def test_connection_lost_for_good_keeps_the_partial_for_a_later_run(hub, tmp_pat
 
     worker = threading.Thread(target=run, daemon=True)
     worker.start()
-    deadline = time.monotonic() + 30
-    while size_of(part) < 10 * MiB:
-        assert worker.is_alive() and time.monotonic() < deadline, outcome
-        time.sleep(0.02)
+    wait_until(lambda: size_of(part) >= 10 * MiB or not worker.is_alive(), 30, "10 MiB of the download")
+    assert worker.is_alive(), outcome
     hub.stop()  # nobody listens any more: huggingface_hub's retries run out
     hub.release()
     worker.join(60)

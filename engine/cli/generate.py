@@ -17,10 +17,10 @@ from pathlib import Path
 REQUEST_FLAGS = {
     "variant": "variant", "prompt": "prompt", "mode": "mode", "audio": "audio", "negative": "negative_prompt",
     "steps": "steps", "shift": "shift", "scale_t": "scale_t", "scale_i": "scale_i", "scale_a": "scale_a",
-    "seed": "seed", "fast_mode": "fast_mode",
+    "seed": "seed", "fast_mode": "fast_mode", "window_length": "window_length",
+    "window_overlap": "window_overlap", "window_schedule": "window_schedule",
 }
 DEFAULT_VARIANT = "humo-1.7b"
-MAX_RUNS = 1000
 
 
 def register(sub) -> None:
@@ -31,17 +31,18 @@ def register(sub) -> None:
     p.add_argument("--audio", default=None, help="voice clip (wav, mp3, m4a, ogg, flac, or a video's audio)")
     p.add_argument("--out", default=None,
                    help="output .mp4 (with --runs: a name the seed is added to; with --jobs: a folder)")
-    p.add_argument("--mode", default=None, choices=["TA", "TIA", "TI", "ta", "tia", "ti"],
+    p.add_argument("--mode", default=None,
                    help="default: TIA with an image and audio, TA with audio only, TI with an image only")
     p.add_argument("--frames", default=None, help="frame count, or 'auto' to follow the audio length (default)")
     p.add_argument("--size", default=None, help="WxH, e.g. 832x480 (default: the variant's)")
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--shift", type=float, default=None)
-    p.add_argument("--scale-t", type=float, default=None)
-    p.add_argument("--scale-i", type=float, default=None)
-    p.add_argument("--scale-a", type=float, default=None)
-    p.add_argument("--seed", type=int, default=None, help="default 0 (with --runs: the first seed)")
-    p.add_argument("--runs", type=int, default=1, help="make N videos with seeds seed, seed+1, ... (models load once)")
+    # Numbers are read as text: the one request rule (engine.request) accepts, rounds or refuses them.
+    p.add_argument("--steps", default=None)
+    p.add_argument("--shift", default=None)
+    p.add_argument("--scale-t", default=None)
+    p.add_argument("--scale-i", default=None)
+    p.add_argument("--scale-a", default=None)
+    p.add_argument("--seed", default=None, help="default 0 (with --runs: the first seed; -1: a random seed per video)")
+    p.add_argument("--runs", default=None, help="make N (1-16) videos with seeds seed, seed+1, ... (models load once)")
     p.add_argument("--from", dest="from_file", default=None, metavar="FILE",
                    help="start from the settings stored in an earlier video (.mp4) or a settings .json")
     p.add_argument("--jobs", default=None, metavar="FILE",
@@ -54,32 +55,17 @@ def register(sub) -> None:
     p.add_argument("--plan", default="auto", help="memory plan (python -m engine plan ...), default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (exact; pays off on long runs)")
     p.add_argument("--fast-mode", default=None,
-                   help="approximate speed-up preset (see engine/fast.py: fast, faster, taylor, fewer-steps, fastest)")
+                   help="approximate speed-up preset (see engine/humo/fast.py: fast, faster, taylor, fewer-steps, fastest)")
+    p.add_argument("--window-length", type=int, default=None, metavar="N",
+                   help="long videos: context window in latent frames (default 25 = 97 frames, the trained length)")
+    p.add_argument("--window-overlap", type=int, default=None, metavar="N",
+                   help="long videos: latent frames shared by neighbouring windows (default 6)")
+    p.add_argument("--window-schedule", default=None, choices=["shifted", "fixed"],
+                   help="long videos: shifted (default; seams move every other step) or fixed windows")
     p.add_argument("--quiet", action="store_true")
+    p.add_argument("--dry-run", action="store_true",
+                   help="check the settings and list the videos that would be made, without loading a model")
     p.set_defaults(func=run)
-
-
-def parse_size(text: str | None):
-    from engine.errors import InputError
-
-    if not text:
-        return None, None
-    try:
-        w, h = text.lower().replace("×", "x").split("x")
-        return int(w), int(h)
-    except ValueError:
-        raise InputError(f"Size {text!r} is not WxH (for example 832x480).") from None
-
-
-def parse_frames(value):
-    from engine.errors import InputError
-
-    if value is None or str(value).strip().lower() in ("", "auto"):
-        return None
-    try:
-        return int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"frames must be a number or 'auto', got {value!r}.") from None
 
 
 def load_settings(path: str) -> dict:
@@ -115,41 +101,31 @@ def load_settings(path: str) -> dict:
 def _flag_settings(args) -> dict:
     """The request settings given on the command line (flags left out are not included)."""
     out = {field: getattr(args, dest) for dest, field in REQUEST_FLAGS.items() if getattr(args, dest) is not None}
-    if "mode" in out:
-        out["mode"] = out["mode"].upper()
     if args.image is not None:
         out["images"] = list(args.image)
     if args.frames is not None:
-        out["frames"] = parse_frames(args.frames)
+        out["frames"] = args.frames
     if args.size is not None:
+        from engine.request import parse_size
+
         out["width"], out["height"] = parse_size(args.size)
     return out
 
 
 def _build_request(settings: dict, out_path: str | None):
-    from engine import GenerationRequest
-    from engine.errors import InputError
+    """The request of one video, checked by the one request rule; with its notices and the
+    settings it did not know."""
+    from engine.request import GenerationRequest, resolve_request
 
     data = dict(settings)
     data.setdefault("variant", DEFAULT_VARIANT)
-    data.setdefault("seed", 0)
-    data["frames"] = parse_frames(data.get("frames"))
-    if not data.get("mode"):
-        data["mode"] = "TIA" if data.get("images") and data.get("audio") else "TA" if data.get("audio") else "TI"
-    data["mode"] = str(data["mode"]).upper()
-    if not str(data.get("prompt") or "").strip():
-        raise InputError("A prompt is needed: give --prompt (or --from / --jobs with one).")
-    try:
-        data["seed"] = int(data["seed"])
-    except (TypeError, ValueError):
-        raise InputError(f"seed must be a whole number, got {data['seed']!r}.") from None
-    known = {f.name for f in fields(GenerationRequest)}
-    names = known - {"metadata", "preview", "out_path"}
-    unknown = sorted(k for k in data if k not in known and not k.startswith("_") and k != "out")
-    request = GenerationRequest.from_dict({k: v for k, v in data.items() if k in names})
+    request, notices = resolve_request(data)
     request.out_path = out_path
     request.preview = False
-    return request, unknown
+    known = {f.name for f in fields(GenerationRequest)}
+    unknown = sorted(k for k in data if k not in known and not k.startswith("_")
+                     and k not in ("out", "runs", "size"))
+    return request, unknown, notices
 
 
 def _seed_path(out: str, seed: int) -> str:
@@ -167,12 +143,13 @@ def plan_jobs(args) -> list[tuple[dict, str, list[str]]]:
     if args.from_file:
         base = load_settings(args.from_file)
         notes += base.pop("_notes", [])
+    from engine.request import batch_seeds, check_runs, check_seed
+
     flags = _flag_settings(args)
-    if args.runs < 1 or args.runs > MAX_RUNS:
-        raise InputError(f"--runs must be between 1 and {MAX_RUNS}, got {args.runs}.")
+    runs = check_runs(args.runs)
 
     if args.jobs:
-        if args.runs != 1:
+        if runs != 1:
             raise InputError("--runs and --jobs do not go together: give each job its own seed.")
         jobs = read_jobs(args.jobs)
         folder = Path(args.out or ".")
@@ -190,10 +167,13 @@ def plan_jobs(args) -> list[tuple[dict, str, list[str]]]:
     if not args.out:
         raise InputError("--out is needed: the .mp4 to write.")
     settings = {**base, **flags}
-    if args.runs == 1:
+    seed = check_seed(settings.get("seed"))
+    if runs == 1 and seed >= 0:
         return [(settings, args.out, notes)]
-    first = int(settings.get("seed", 0) or 0)
-    return [({**settings, "seed": first + k}, _seed_path(args.out, first + k), list(notes)) for k in range(args.runs)]
+    seeds = batch_seeds(seed, runs)
+    if runs == 1:
+        return [({**settings, "seed": seeds[0]}, args.out, notes)]
+    return [({**settings, "seed": s}, _seed_path(args.out, s), list(notes)) for s in seeds]
 
 
 def read_jobs(path: str) -> list[dict]:
@@ -227,20 +207,15 @@ def read_jobs(path: str) -> list[dict]:
 
 
 def precheck(request) -> None:
-    """What can be checked without loading a model: the settings and that the input files exist."""
+    """What can be checked without loading a model, past the settings: that the input files exist."""
     from engine.errors import InputError
-    from engine.pipeline import resolve
 
-    resolve(request, None)
     for label, path in [("voice clip", request.audio)] + [("image", p) for p in request.images]:
         if path and not Path(path).is_file():
             raise InputError(f"The {label} {path} does not exist.", hint="Check the path.")
 
 
 def run(args) -> int:
-    from tqdm import tqdm
-
-    from engine import Engine
     from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
 
     planned = plan_jobs(args)
@@ -248,19 +223,29 @@ def run(args) -> int:
     requests, problems = [], []
     for i, (settings, out, notes) in enumerate(planned, 1):
         try:
-            request, unknown = _build_request(settings, out)
-            precheck(request)
+            request, unknown, rounded = _build_request(settings, out)
+            if not args.dry_run:
+                precheck(request)
         except EngineError as err:
-            problems.append(f"job {i}: {err}" if len(planned) > 1 else str(err))
+            problems.append((i, str(err)))
             continue
         for key in unknown:
             notes.append(f"ignored unknown setting {key!r}")
-        requests.append((request, notes))
+        requests.append((request, notes + rounded))
+    if problems and len({text for _, text in problems}) == 1 and (len(problems) == len(planned) or len(planned) == 1):
+        raise InputError(problems[0][1])        # one setting, wrong for every video: say it once
+    problems = [f"job {i}: {text}" for i, text in problems]
     if problems:
         for line in problems[:-1]:
             print(f"error: {line}", file=sys.stderr)
         suffix = f" ({len(problems)} of {len(planned)} jobs have problems; nothing was made)" if len(planned) > 1 else ""
         raise InputError(problems[-1] + suffix)
+
+    if args.dry_run:
+        return _dry_run(requests)
+    from tqdm import tqdm
+
+    from engine import Engine
 
     variants = {r.variant for r, _ in requests}
     engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile, plan=args.plan)
@@ -308,6 +293,18 @@ def run(args) -> int:
         print(f"{len(written)} of {len(requests)} videos written" +
               (f"; failed: {', '.join(f'job {i}' for i, _ in failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
+
+
+def _dry_run(requests) -> int:
+    """The videos the command would make, one line each (notes on stderr); nothing loads."""
+    for i, (r, notes) in enumerate(requests, 1):
+        label = f"[{i}/{len(requests)}] " if len(requests) > 1 else ""
+        for note in notes:
+            print(f"note: {label}{note}", file=sys.stderr)
+        frames = "audio length" if r.frames is None else r.frames
+        print(f"would write {r.out_path}: {r.variant} {r.mode}, {r.width}x{r.height}, frames {frames}, "
+              f"steps {r.steps}, shift {r.shift:g}, seed {r.seed}", flush=True)
+    return 0
 
 
 def _one(engine, request, label: str, quiet: bool, tqdm):

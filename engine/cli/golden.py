@@ -12,7 +12,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from engine.golden import TOLERANCE, discover, run_case
+    from engine.tools.golden import TOLERANCE, discover, run_case
 
     failures = 0
     count = 0

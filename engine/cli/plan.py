@@ -8,15 +8,16 @@ def register(sub) -> None:
     p = sub.add_parser("plan", help="choose a memory plan and show its estimated GPU peak")
     p.add_argument("--variant", default="humo-1.7b", help="humo-1.7b | humo-17b | tiny")
     p.add_argument("--size", default=None, help="WxH, e.g. 832x480 (default: the variant's)")
-    p.add_argument("--frames", type=int, default=None, help="video frames (default: the variant's, 97)")
+    p.add_argument("--frames", default=None, help="video frames (default: the variant's, 97)")
     p.add_argument("--images", type=int, default=1, help="reference images")
     p.add_argument("--mode", default=None, help="TIA | TA | TI (default: the variant's)")
-    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--steps", default=None)
     p.add_argument("--vram-gb", type=float, default=None,
                    help="GPU memory in GiB (default: the free memory of this machine's GPU)")
     p.add_argument("--plan", default="auto", help="'auto' or a plan to estimate, e.g. model-offload+fp8+text-nf4")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when --vram-gb is given or a GPU is present)")
     p.add_argument("--json", action="store_true", help="print the estimate as JSON")
+    p.add_argument("--dry-run", action="store_true", help="check the settings and print the job, without estimating")
     p.set_defaults(func=run)
 
 
@@ -26,26 +27,34 @@ def _gib(n: int) -> str:
     return f"{n / GIB:6.2f} GiB"
 
 
+def resolve_job(args):
+    """The variant and the job the flags describe, checked by the one request rule; and its notices."""
+    from engine.request import check_mode, check_steps, check_variant, parse_size, resolve_shape
+
+    variant = check_variant(args.variant)
+    d = variant.defaults
+    shape = resolve_shape(variant, *parse_size(args.size), args.frames)
+    notices = list(shape.notices)
+    steps = d.steps if args.steps is None else check_steps(args.steps, notices)
+    mode = check_mode(args.mode or d.mode)
+    return variant, (shape.width, shape.height, shape.frames, mode, steps), notices
+
+
 def run(args) -> int:
+    import sys
+
+    variant, (width, height, frames, mode, steps), notices = resolve_job(args)
+    for note in notices:
+        print(f"note: {note}", file=sys.stderr)
+    if args.dry_run:
+        print(f"job: {variant.name} {mode}, {width}x{height}, frames {frames}, steps {steps}", flush=True)
+        return 0
     import torch
 
     from engine import memory
-    from engine.cli.generate import parse_size
     from engine.errors import InputError
-    from engine.pipeline import snap_frames
-    from engine.variants import get_variant
 
-    try:
-        variant = get_variant(args.variant)
-    except KeyError as err:
-        raise InputError(str(err.args[0])) from None
-    d = variant.defaults
-    width, height = parse_size(args.size)
-    width, height = width or d.width, height or d.height
-    if width % 16 or height % 16 or width < 32 or height < 32:
-        raise InputError(f"Size {width}x{height} must be multiples of 16 pixels, at least 32.")
-    frames = snap_frames(args.frames or d.frames)
-    job = memory.Job(width, height, frames, max(args.images, 1), (args.mode or d.mode).upper(), args.steps or d.steps)
+    job = memory.Job(width, height, frames, max(args.images, 1), mode, steps)
     device = args.device or ("cuda" if args.vram_gb is not None or torch.cuda.is_available() else "cpu")
     if args.vram_gb is None and device == "cuda" and not torch.cuda.is_available():
         raise InputError("No GPU found: give its memory with --vram-gb (e.g. --vram-gb 24), or use --device cpu.")

@@ -1,16 +1,27 @@
-"""`python -m engine make-tiny DIR`: write the tiny variant's weights in the released layouts."""
+"""`python -m engine make-tiny DIR [--model musetalk-1.5]`: write random-weight checkpoints in the released layouts."""
 from __future__ import annotations
+
+TINY_MODELS = ("humo", "musetalk-1.5")
 
 
 def register(sub) -> None:
-    p = sub.add_parser("make-tiny", help="write the tiny (random-weight) variant's weights folder")
-    p.add_argument("folder", help="weights folder (files go under FOLDER/tiny/)")
+    p = sub.add_parser("make-tiny", help="write tiny (random-weight) checkpoints for pipeline checks")
+    p.add_argument("folder", help="weights folder (HuMo's files go under FOLDER/tiny/, MuseTalk's under "
+                                  "FOLDER/musetalk-1.5/)")
+    p.add_argument("--model", default="humo", choices=TINY_MODELS,
+                   help="humo: the tiny HuMo variant (default); musetalk-1.5: tiny MuseTalk 1.5 for dubbing")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from engine.tiny import make_tiny
+    if args.model == "musetalk-1.5":
+        from engine.tools.tiny_musetalk import make_tiny_musetalk
+
+        root = make_tiny_musetalk(args.folder, seed=args.seed)
+        print(f"tiny MuseTalk 1.5 weights written to {root} (random weights: a pipeline check, not a real model)")
+        return 0
+    from engine.tools.tiny import make_tiny
 
     root = make_tiny(args.folder, seed=args.seed)
     print(f"tiny weights written to {root / 'tiny'} (random weights: a pipeline check, not a real model)")

@@ -9,7 +9,7 @@ import threading
 import time
 
 from engine import weights as W
-from engine.variants import VARIANTS
+from engine.humo.variants import VARIANTS
 
 
 def register(subparsers) -> None:
@@ -17,7 +17,9 @@ def register(subparsers) -> None:
     p = subparsers.add_parser("download", help="download a variant's weights from the Hugging Face Hub",
                               description="Download what a variant needs (only the missing files), check "
                                           "sizes and sha256, and record them. Honours HF_ENDPOINT and HF_TOKEN.")
-    p.add_argument("--variant", required=True, choices=real + ["all"], help="which model to fetch")
+    which = p.add_mutually_exclusive_group(required=True)
+    which.add_argument("--variant", choices=real + ["all"], help="which HuMo model to fetch")
+    which.add_argument("--model", choices=list(W.DUB_MODELS), help="which dubbing model to fetch")
     p.add_argument("--weights", default=None, metavar="DIR",
                    help=f"weights folder (default: ${W.WEIGHTS_DIR_ENV} or '{W.DEFAULT_WEIGHTS_DIR}')")
     p.add_argument("--with-separator", action="store_true",
@@ -29,7 +31,8 @@ def register(subparsers) -> None:
                                           "Never uses the network.")
     s.add_argument("--weights", default=None, metavar="DIR",
                    help=f"weights folder (default: ${W.WEIGHTS_DIR_ENV} or '{W.DEFAULT_WEIGHTS_DIR}')")
-    s.add_argument("--variant", default=None, choices=list(VARIANTS), help="only this variant")
+    s.add_argument("--variant", "--model", dest="variant", default=None, choices=list(VARIANTS) + list(W.DUB_MODELS),
+                   help="only this variant or dubbing model")
     s.add_argument("--json", action="store_true", help="machine-readable output")
     s.set_defaults(func=cmd_status)
 
@@ -76,12 +79,16 @@ class TerminalProgress:
 
 def cmd_download(args) -> int:
     weights_dir = args.weights or W.default_weights_dir()
-    names = [n for n, v in VARIANTS.items() if not v.random_weights] if args.variant == "all" else [args.variant]
+    if args.model:
+        names = [args.model]
+    else:
+        names = [n for n, v in VARIANTS.items() if not v.random_weights] if args.variant == "all" else [args.variant]
     progress = TerminalProgress()
     for name in names:
         try:
+            optional = args.with_separator or name in W.DUB_MODELS   # a dub model's optional part is its landmarks
             with _stop_signals_interrupt():
-                status = W.download(name, weights_dir, progress=progress, include_optional=args.with_separator,
+                status = W.download(name, weights_dir, progress=progress, include_optional=optional,
                                     on_message=lambda m: (progress.finish(), print(m, file=sys.stderr)))
         except KeyboardInterrupt:
             progress.finish()
@@ -122,7 +129,7 @@ def _kept_note(name: str, weights_dir: str) -> str:
 
 def cmd_status(args) -> int:
     weights_dir = args.weights or W.default_weights_dir()
-    names = [args.variant] if args.variant else list(VARIANTS)
+    names = [args.variant] if args.variant else [*VARIANTS, *W.DUB_MODELS]
     statuses = [W.find(name, weights_dir) for name in names]
     if args.json:
         print(json.dumps({"weights_dir": weights_dir, "variants": [s.to_dict() for s in statuses]}, indent=1))

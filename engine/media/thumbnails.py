@@ -1,14 +1,13 @@
 """Thumbnails: a small still of the middle frame of a clip, written atomically."""
 from __future__ import annotations
 
-import errno
 import os
 from pathlib import Path
 
 from PIL import Image
 
-from engine.errors import InputError, OutOfResources
-from engine.media.files import _remove_quietly, _temp_path_beside
+from engine.errors import InputError
+from engine.media.files import atomic_write
 from engine.media.images import to_rgb
 from engine.media.mp4_read import probe_mp4, read_video_frames
 from engine.media.mp4_write import _as_uint8
@@ -40,15 +39,6 @@ def make_thumbnail(frames_or_video, path: str | os.PathLike, max_side: int = 256
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fmt = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP"}.get(path.suffix.lower(), "JPEG")
-    tmp = _temp_path_beside(path, path.suffix)
-    try:
+    with atomic_write(path, what="the thumbnail") as tmp:
         img.save(tmp, format=fmt, **({"quality": 88} if fmt in ("JPEG", "WEBP") else {}))
-        os.replace(tmp, path)
-        tmp = None
-    except OSError as err:
-        if err.errno == errno.ENOSPC:
-            raise OutOfResources(f"Disk full while writing the thumbnail to {path.parent}: free some space and try again.") from err
-        raise
-    finally:
-        _remove_quietly(tmp)
     return str(path)

@@ -6,16 +6,17 @@ from dataclasses import dataclass
 import torch
 
 from engine.memory.counts import _dtype_bytes
-from engine.variants import Variant
+from engine.humo.variants import Variant
 
 # -- activation model constants (bytes; see estimate_* below for where each one enters) --------
 # DiT, per token and per pass run together, the largest of three phases of a block:
-#   residual add : 4 tensors of width `dim` in the compute dtype (block input, new hidden states,
-#                  the norm, the branch output) + 3 float32 temporaries (the block upcasts
-#                  hidden states, gate product and sum): (4·cb + 12)·dim
-#   feed-forward : 3·cb·dim (input, hidden, norm) + 2·cb·ffn (projection and GELU output)
-#   attention    : 7·cb·dim (input, norm, q, k, v, rotary output, attention output)
-#                  + 4·dim (float32 halves inside the rotary embedding)
+#   residual add : the float32 residual stream (block input and new hidden states, see
+#                  HuMoTransformerBlock), the norm and the branch output in the compute dtype,
+#                  and a float32 gate product: (2·cb + 12)·dim
+#   feed-forward : 4·dim (the float32 stream) + 2·cb·dim (norm, output) + 2·cb·ffn (projection
+#                  and GELU output)
+#   attention    : 4·dim (the float32 stream) + 6·cb·dim (norm, q, k, v, rotary output, attention
+#                  output) + 4·dim (float32 halves inside the rotary embedding)
 # SDPA/flash attention keeps no tokens×tokens matrix. The result is scaled by ACT_SLACK for the
 # caching allocator's fragmentation and kernel workspaces (not measured on a GPU yet).
 ACT_SLACK = 1.25
@@ -48,7 +49,7 @@ class Job:
 
 
 def passes_per_step(variant: Variant, mode: str) -> int:
-    from engine.guidance import plan_for
+    from engine.humo.guidance import plan_for
 
     return len(plan_for(variant.reference, mode, 999.0, variant.defaults.switch_t).passes)
 
@@ -57,9 +58,9 @@ def dit_activation_bytes(shape, job: Job, batch: int, compute: torch.dtype) -> i
     """Peak of one DiT forward (batch = passes run together); see the constants at the top."""
     cb = _dtype_bytes(compute)
     s, d, f = job.tokens(shape), shape.dim, shape.ffn_dim
-    residual = (4 * cb + 12) * d
-    ffn = 3 * cb * d + 2 * cb * f
-    attention = 7 * cb * d + 4 * d
+    residual = (2 * cb + 12) * d
+    ffn = (4 + 2 * cb) * d + 2 * cb * f
+    attention = (8 + 6 * cb) * d
     per_token = max(residual, ffn, attention)
     head_dim = d // shape.num_heads
     fixed = (2 * shape.text_len * d * cb                        # text embedding MLP in/out

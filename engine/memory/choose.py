@@ -11,7 +11,7 @@ from engine.memory.counts import component_configs
 from engine.memory.estimates import Estimate, estimate
 from engine.memory.placement import job_free_bytes
 from engine.memory.plans import DEFAULT_TILE, GIB, LABELS, TEXT_MODES, Plan, parse_plan
-from engine.variants import Variant
+from engine.humo.variants import Variant
 
 # Safety margin on a budget: a fraction of it plus fixed bytes (cuBLAS workspaces, allocator).
 MARGIN_FRACTION = 0.10

@@ -10,7 +10,7 @@ import torch
 
 from engine.memory.plans import Plan
 from engine.memory.storage import _is_bnb, enable_fp8, quantizable_linears, tie_text_embeddings
-from engine.variants import Variant
+from engine.humo.variants import Variant
 
 
 def _dtype_bytes(dt: torch.dtype) -> int:
@@ -40,7 +40,7 @@ def _mix_bytes(kept, castable, other, dtype, fp8):
 
 @lru_cache(maxsize=16)
 def dit_counts(shape) -> DiTCounts:
-    from engine.models.dit_loader import _fp32_matcher, build_dit_empty
+    from engine.humo.dit_loader import _fp32_matcher, build_dit_empty
 
     model = build_dit_empty(shape)
     keep = _fp32_matcher(model)
@@ -102,7 +102,7 @@ def _unique_params(model) -> list[tuple[str, torch.nn.Parameter]]:
 
 @lru_cache(maxsize=8)
 def text_counts(config_items: tuple) -> TextCounts:
-    from engine.text import build_umt5_empty, umt5_config
+    from engine.humo.text import build_umt5_empty, umt5_config
 
     model = build_umt5_empty(umt5_config(**dict(config_items)))
     tie_text_embeddings(model)
@@ -119,7 +119,7 @@ def state_numel(kind: str, config_items: tuple) -> int:
     """Floating-point numel of a module's state dict (each tensor once)."""
     cfg = dict(config_items)
     if kind == "vae":
-        from engine.vae import build_vae_empty
+        from engine.humo.vae import build_vae_empty
 
         model = build_vae_empty(**cfg)
     elif kind == "audio":
@@ -145,11 +145,11 @@ WHISPER_LARGE_V3 = dict(d_model=1280, encoder_layers=32, encoder_attention_heads
 
 def component_configs(variant: Variant) -> dict:
     """Configs of the text encoder, VAE and whisper encoder that go with `variant`."""
-    from engine.text import UMT5_XXL
-    from engine.vae import WAN21_VAE
+    from engine.humo.text import UMT5_XXL
+    from engine.humo.vae import WAN21_VAE
 
     if variant.random_weights:
-        from engine.tiny import TINY_T5, TINY_VAE_BASE_DIM, TINY_WHISPER
+        from engine.tools.tiny import TINY_T5, TINY_VAE_BASE_DIM, TINY_WHISPER
 
         t5 = dict(vocab_size=TINY_VOCAB, **TINY_T5)
         vae = dict(WAN21_VAE, base_dim=TINY_VAE_BASE_DIM)
@@ -160,7 +160,7 @@ def component_configs(variant: Variant) -> dict:
     return {"text": t5, "vae": vae, "audio": whisper}
 
 
-TINY_VOCAB = 400  # the tiny tokenizer's vocabulary (engine.tiny trains a 400-token BPE)
+TINY_VOCAB = 400  # the tiny tokenizer's vocabulary (engine.tools.tiny trains a 400-token BPE)
 
 
 def _items(cfg: dict) -> tuple:

@@ -11,7 +11,7 @@ from engine.memory.activations import (Job, audio_activation_bytes, dit_activati
 from engine.memory.counts import _dtype_bytes, _items, component_configs, dit_counts, text_counts, weight_bytes
 from engine.memory.plans import COMPONENTS, GIB, Plan, describe, parse_plan
 from engine.memory.speed import overhead_seconds
-from engine.variants import Variant, get_variant
+from engine.humo.variants import Variant, get_variant
 
 
 @dataclass

@@ -166,7 +166,7 @@ class Placement:
 
 def text_needed(text_encoder, prompts) -> bool:
     """False when every prompt is already in the text encoder's cache (then it need not move)."""
-    from engine.text import clean_prompt
+    from engine.humo.text import clean_prompt
 
     cache = getattr(text_encoder, "cache", None)
     return cache is None or any(clean_prompt(p) not in cache for p in prompts)

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 
 from engine.errors import InputError
-from engine.variants import Variant
+from engine.humo.variants import Variant
 
 GIB = 1024**3
 COMPONENTS = ("text", "audio", "vae", "dit")

@@ -4,7 +4,7 @@ from __future__ import annotations
 from engine.memory.activations import Job, passes_per_step
 from engine.memory.counts import _items, dit_counts, text_counts
 from engine.memory.plans import Plan
-from engine.variants import Variant
+from engine.humo.variants import Variant
 
 # -- speed model constants (seconds of overhead per video compared to everything resident) ----
 PCIE_BPS = 12e9          # host -> GPU copies, pageable memory

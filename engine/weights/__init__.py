@@ -28,7 +28,8 @@ The pieces:
 """
 from engine.errors import Cancelled, OutOfResources, WeightsError
 from engine.weights.checks import check_file
-from engine.weights.components import (APPROX_BYTES, COMPONENTS, DEFAULT_WEIGHTS_DIR, DIT_1_7B, DIT_17B, GB,
+from engine.weights.components import (APPROX_BYTES, COMPONENTS, DEFAULT_WEIGHTS_DIR, DIT_1_7B, DIT_17B, DUB_MODELS,
+                                       GB, MUSETALK_1_5, DubModel,
                                        HUMO_REPO, MB, SEPARATOR, SEPARATOR_REPO, SHARED, T5, TOKENIZER, VAE,
                                        WAN_REPO, WEIGHTS_DIR_ENV, WHISPER, WHISPER_REPO, Component,
                                        components_for, default_weights_dir, fetch_command, posix_dirname)
@@ -39,7 +40,8 @@ from engine.weights.resume import DOWNLOAD_MODE_ENV, PARTIAL_DIR, download_mode
 from engine.weights.status import ComponentStatus, FileStatus, Status, format_bytes
 
 __all__ = [
-    "APPROX_BYTES", "COMPONENTS", "DEFAULT_WEIGHTS_DIR", "DIT_1_7B", "DIT_17B", "DISK_MARGIN_BYTES", "DOWNLOAD_MODE_ENV",
+    "APPROX_BYTES", "COMPONENTS", "DEFAULT_WEIGHTS_DIR", "DIT_1_7B", "DIT_17B", "DUB_MODELS", "DubModel",
+    "MUSETALK_1_5", "DISK_MARGIN_BYTES", "DOWNLOAD_MODE_ENV",
     "GB", "PARTIAL_DIR", "download_mode",
     "HUMO_REPO", "MANIFEST_NAME", "MB", "SEPARATOR", "SEPARATOR_REPO", "SHARED", "T5", "TOKENIZER", "VAE",
     "WAN_REPO", "WEIGHTS_DIR_ENV", "WHISPER", "WHISPER_REPO",

@@ -11,7 +11,7 @@ import shlex
 from dataclasses import dataclass
 
 from engine.errors import WeightsError
-from engine.variants import VARIANTS, Variant, get_variant
+from engine.humo.variants import VARIANTS, Variant, get_variant
 
 DEFAULT_WEIGHTS_DIR = "weights"
 WEIGHTS_DIR_ENV = "HUMO_WEIGHTS_DIR"
@@ -30,6 +30,11 @@ APPROX_BYTES = {
     "google/umt5-xxl": int(21.5 * MB),
     "whisper-large-v3/model.safetensors": int(3.09 * GB),
     "Kim_Vocal_2.onnx": int(66.8 * MB),
+    "musetalkV15/unet.pth": int(3.4 * GB),
+    "sd-vae-ft-mse/diffusion_pytorch_model.bin": int(335 * MB),
+    "whisper-tiny/pytorch_model.bin": int(151 * MB),
+    "dw-ll_ucoco_384.onnx": int(134 * MB),
+    "face-parse-bisent": int(100 * MB),
 }
 
 
@@ -108,6 +113,38 @@ SEPARATOR = Component(
 SHARED = (VAE, T5, TOKENIZER, WHISPER)
 
 
+@dataclass(frozen=True)
+class DubModel:
+    """A dubbing model's entry in the table (duck-types the fields of `Variant` the weights code reads).
+
+    Its files sit under `<weights>/<name>/` in the official `models/` layout, so the folder is
+    the `models_dir` the model's loader reads.
+    """
+    name: str
+    label: str
+    random_weights: bool = False
+
+
+MUSETALK_1_5 = DubModel("musetalk-1.5", "MuseTalk 1.5")
+MUSETALK_DIR = MUSETALK_1_5.name
+MUSETALK_COMPONENTS = (
+    Component("unet", "MuseTalk 1.5 UNet", "TMElyralab/MuseTalk", MUSETALK_DIR,
+              ("musetalkV15/musetalk.json", "musetalkV15/unet.pth"), APPROX_BYTES["musetalkV15/unet.pth"]),
+    Component("vae", "sd-vae-ft-mse", "stabilityai/sd-vae-ft-mse", f"{MUSETALK_DIR}/sd-vae",
+              ("config.json", "diffusion_pytorch_model.bin"), APPROX_BYTES["sd-vae-ft-mse/diffusion_pytorch_model.bin"]),
+    Component("whisper", "Whisper tiny (audio encoder)", "openai/whisper-tiny", f"{MUSETALK_DIR}/whisper",
+              ("config.json", "pytorch_model.bin", "preprocessor_config.json"),
+              APPROX_BYTES["whisper-tiny/pytorch_model.bin"]),
+    Component("face_parsing", "BiSeNet face parsing", "ManyOtherFunctions/face-parse-bisent",
+              f"{MUSETALK_DIR}/face-parse-bisent", ("79999_iter.pth", "resnet18-5c106cde.pth"),
+              APPROX_BYTES["face-parse-bisent"]),
+    # Without it the face track uses OpenCV's bundled Haar cascade (boxes, no landmarks).
+    Component("dwpose", "DWPose face landmarks (ONNX)", "yzd-v/DWPose", f"{MUSETALK_DIR}/dwpose",
+              ("dw-ll_ucoco_384.onnx",), APPROX_BYTES["dw-ll_ucoco_384.onnx"], optional=True),
+)
+DUB_MODELS: dict[str, DubModel] = {MUSETALK_1_5.name: MUSETALK_1_5}
+
+
 def _tiny_components(v: Variant) -> tuple[Component, ...]:
     """The tiny variant's files are written by `python -m engine make-tiny DIR`, never downloaded."""
     return (
@@ -123,13 +160,14 @@ COMPONENTS: dict[str, tuple[Component, ...]] = {
     "humo-1.7b": (DIT_1_7B, *SHARED, SEPARATOR),
     "humo-17b": (DIT_17B, *SHARED, SEPARATOR),
     "tiny": _tiny_components(VARIANTS["tiny"]),
+    MUSETALK_1_5.name: MUSETALK_COMPONENTS,
 }
 
 
-def components_for(variant: Variant | str, include_optional: bool = True) -> tuple[Component, ...]:
+def components_for(variant: Variant | DubModel | str, include_optional: bool = True) -> tuple[Component, ...]:
     v = _variant(variant)
     comps = COMPONENTS.get(v.name)
-    if comps is None:
+    if comps is None and isinstance(v, Variant):
         comps = _tiny_components(v) if v.random_weights else ()
     return tuple(c for c in comps if include_optional or not c.optional)
 
@@ -143,15 +181,19 @@ def fetch_command(variant: Variant | str, weights_dir: str | os.PathLike | None 
     """The exact command that gets a variant's files into `weights_dir`."""
     v = _variant(variant)
     wd = shlex.quote(str(weights_dir if weights_dir is not None else default_weights_dir()))
+    if isinstance(v, DubModel):
+        return f"python -m engine download --model {v.name} --weights {wd}"
     if v.random_weights:
         return f"python -m engine make-tiny {wd}"
     extra = " --with-separator" if with_separator else ""
     return f"python -m engine download --variant {v.name} --weights {wd}{extra}"
 
 
-def _variant(variant: Variant | str) -> Variant:
-    if isinstance(variant, Variant):
+def _variant(variant: Variant | DubModel | str) -> Variant | DubModel:
+    if isinstance(variant, (Variant, DubModel)):
         return variant
+    if variant in DUB_MODELS:
+        return DUB_MODELS[variant]
     try:
         return get_variant(variant)
     except KeyError as err:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Callable, Iterable
 
 from engine.errors import Cancelled, OutOfResources, WeightsError
-from engine.variants import Variant
+from engine.humo.variants import Variant
 from engine.weights.checks import check_file
 from engine.weights.components import Component, _variant, components_for, default_weights_dir, fetch_command
 from engine.weights import resume

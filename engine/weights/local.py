@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Iterable
 
 from engine.errors import WeightsError
-from engine.variants import VARIANTS, Variant
+from engine.media.files import atomic_write
+from engine.humo.variants import VARIANTS, Variant
 from engine.weights.checks import check_file
 from engine.weights.components import Component, _variant, components_for, default_weights_dir, posix_dirname
 from engine.weights.resume import read_partial
@@ -55,9 +56,8 @@ def read_manifest(weights_dir: str | os.PathLike) -> dict:
 
 def _write_manifest(weights_dir: Path, manifest: dict) -> None:
     weights_dir.mkdir(parents=True, exist_ok=True)
-    tmp = weights_dir / (MANIFEST_NAME + ".tmp")
-    tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp, weights_dir / MANIFEST_NAME)
+    with atomic_write(weights_dir / MANIFEST_NAME, what="the weights manifest") as tmp:
+        tmp.write_text(json.dumps(manifest, indent=1, sort_keys=True))
 
 
 def _file_status(comp: Component, repo_path: str, weights_dir: Path, manifest: dict) -> FileStatus:

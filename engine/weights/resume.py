@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine.errors import WeightsError
+from engine.media.files import atomic_write
 
 PARTIAL_DIR = ".partial"
 PART_SUFFIX = ".part"
@@ -266,13 +267,8 @@ def _start(t: Transfer, wd: Path, say: Callable[[str], None], format_bytes) -> t
 
 
 def _write_sidecar(wd: Path, rel: str, record: dict) -> None:
-    side = sidecar_path(wd, rel)
-    tmp = side.with_name(side.name + ".tmp")
-    with open(tmp, "w") as f:
-        f.write(json.dumps(record, indent=1, sort_keys=True))
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, side)
+    with atomic_write(sidecar_path(wd, rel), what="the download record") as tmp:
+        tmp.write_text(json.dumps(record, indent=1, sort_keys=True))
 
 
 class _CheckpointedFile:

@@ -11,13 +11,14 @@ and caches keep working; only the pieces HuMo adds are defined here:
 from __future__ import annotations
 
 import logging
-import math
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
+from diffusers.models.attention import AttentionModuleMixin
 from diffusers.models.attention_dispatch import dispatch_attention_fn
+from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.normalization import FP32LayerNorm
 from diffusers.models.transformers.transformer_wan import WanTransformer3DModel, WanTransformerBlock
 
@@ -46,10 +47,36 @@ class HuMoAudioProjection(nn.Module):
         return self.norm(x)
 
 
-class HuMoAudioAttention(nn.Module):
+class HuMoAudioAttnProcessor:
+    """Frame-local attention through diffusers' dispatcher: the backend is set like every other
+    processor's (`ModelMixin.set_attention_backend`)."""
+
+    _attention_backend = None   # diffusers AttentionBackendName; None = the active default (SDPA)
+    _parallel_config = None
+
+    def __call__(self, attn: "HuMoAudioAttention", hidden_states: torch.Tensor, audio_tokens: torch.Tensor,
+                 frames: int) -> torch.Tensor:
+        # hidden_states [B, F*hw, dim]; audio_tokens [B, F, n, audio_dim]
+        b, seq, dim = hidden_states.shape
+        q = attn.norm_q(attn.to_q(hidden_states))
+        k = attn.norm_k(attn.to_k(audio_tokens))
+        v = attn.to_v(audio_tokens)
+        q = q.reshape(b * frames, seq // frames, attn.heads, -1)
+        k = k.reshape(b * frames, -1, attn.heads, dim // attn.heads)
+        v = v.reshape(b * frames, -1, attn.heads, dim // attn.heads)
+        out = dispatch_attention_fn(q, k, v, backend=self._attention_backend, parallel_config=None)
+        out = out.reshape(b, seq, dim).type_as(q)
+        return attn.to_out(out)
+
+
+class HuMoAudioAttention(nn.Module, AttentionModuleMixin):
     """Frame-local cross-attention: the h·w video tokens of each latent frame attend to its audio tokens."""
 
-    def __init__(self, dim: int, audio_dim: int, heads: int, eps: float):
+    _default_processor_cls = HuMoAudioAttnProcessor
+    _available_processors = [HuMoAudioAttnProcessor]
+    _supports_qkv_fusion = False
+
+    def __init__(self, dim: int, audio_dim: int, heads: int, eps: float, processor=None):
         super().__init__()
         self.heads = heads
         self.to_q = nn.Linear(dim, dim)
@@ -58,24 +85,23 @@ class HuMoAudioAttention(nn.Module):
         self.to_out = nn.Linear(dim, dim)
         self.norm_q = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
         self.norm_k = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
-        self.attention_backend = None  # diffusers AttentionBackendName; None = the active default (SDPA)
+        self.set_processor(processor or self._default_processor_cls())
 
     def forward(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, frames: int) -> torch.Tensor:
-        # hidden_states [B, F*hw, dim]; audio_tokens [B, F, n, audio_dim]
-        b, seq, dim = hidden_states.shape
-        q = self.norm_q(self.to_q(hidden_states))
-        k = self.norm_k(self.to_k(audio_tokens))
-        v = self.to_v(audio_tokens)
-        q = q.reshape(b * frames, seq // frames, self.heads, -1)
-        k = k.reshape(b * frames, -1, self.heads, dim // self.heads)
-        v = v.reshape(b * frames, -1, self.heads, dim // self.heads)
-        out = dispatch_attention_fn(q, k, v, backend=self.attention_backend)
-        out = out.reshape(b, seq, dim).type_as(q)
-        return self.to_out(out)
+        return self.processor(self, hidden_states, audio_tokens, frames)
 
 
 class HuMoTransformerBlock(WanTransformerBlock):
-    """Wan block with the audio cross-attention between the text cross-attention and the FFN."""
+    """Wan block with the audio cross-attention between the text cross-attention and the FFN.
+
+    Mixed precision as the official model computes it: the residual stream and the modulation
+    stay in float32 (its gated adds multiply by float32 modulation, so every sum is float32),
+    while every matmul runs in the compute dtype (the text tokens' dtype: bf16 on a GPU). With
+    `float32_residual` off, the stream is cast back to the compute dtype after every add, as
+    diffusers' Wan block does. In float32 both are the same computation.
+    """
+
+    float32_residual = True
 
     def __init__(self, dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, audio_dim):
         super().__init__(dim, ffn_dim, num_heads, qk_norm, cross_attn_norm, eps, None)
@@ -83,23 +109,26 @@ class HuMoTransformerBlock(WanTransformerBlock):
         self.audio_attn = HuMoAudioAttention(dim, audio_dim, num_heads, eps)
 
     def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb, audio_tokens=None, frames=1):
+        compute = encoder_hidden_states.dtype
+        stream = torch.float32 if self.float32_residual else compute
+        x = hidden_states.to(stream)
         shift_msa, scale_msa, gate_msa, c_shift_msa, c_scale_msa, c_gate_msa = (
             self.scale_shift_table + temb.float()
         ).chunk(6, dim=1)
 
-        norm = (self.norm1(hidden_states.float()) * (1 + scale_msa) + shift_msa).type_as(hidden_states)
+        norm = (self.norm1(x.float()) * (1 + scale_msa) + shift_msa).to(compute)
         attn = self.attn1(norm, None, None, rotary_emb)
-        hidden_states = (hidden_states.float() + attn * gate_msa).type_as(hidden_states)
+        x = (x.float() + attn * gate_msa).to(stream)
 
-        norm = self.norm2(hidden_states.float()).type_as(hidden_states)
-        hidden_states = hidden_states + self.attn2(norm, encoder_hidden_states, None, None)
+        norm = self.norm2(x.float()).to(compute)
+        x = (x + self.attn2(norm, encoder_hidden_states, None, None)).to(stream)
 
-        norm = self.norm_audio(hidden_states.float()).type_as(hidden_states)
-        hidden_states = hidden_states + self.audio_attn(norm, audio_tokens, frames)
+        norm = self.norm_audio(x.float()).to(compute)
+        x = (x + self.audio_attn(norm, audio_tokens, frames)).to(stream)
 
-        norm = (self.norm3(hidden_states.float()) * (1 + c_scale_msa) + c_shift_msa).type_as(hidden_states)
+        norm = (self.norm3(x.float()) * (1 + c_scale_msa) + c_shift_msa).to(compute)
         ff = self.ffn(norm)
-        return (hidden_states.float() + ff.float() * c_gate_msa).type_as(hidden_states)
+        return (x.float() + ff.float() * c_gate_msa).to(stream)
 
 
 def sinusoidal_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
@@ -154,8 +183,19 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
         )
         self.audio_proj = HuMoAudioProjection(audio_channels, audio_intermediate_dim, audio_dim, audio_tokens)
 
+    @property
+    def float32_residual(self) -> bool:
+        """Whether the blocks keep the residual stream in float32 (the official policy, default)."""
+        return all(block.float32_residual for block in self.blocks)
+
+    @float32_residual.setter
+    def float32_residual(self, value: bool) -> None:
+        for block in self.blocks:
+            block.float32_residual = bool(value)
+
     def set_attention_backend_all(self, backend: str | None) -> None:
-        """Select the attention backend for every attention in the model (self, text, audio).
+        """Select the attention backend for every attention in the model (self, text, audio: all
+        are diffusers attention modules, so diffusers' own `set_attention_backend` reaches them).
 
         None means PyTorch SDPA ("native"). Every attention gets its backend named explicitly:
         diffusers' `set_attention_backend` also makes its choice the process-wide default, and
@@ -176,15 +216,14 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
         finally:
             quiet.setLevel(level)
             _AttentionBackendRegistry.set_active_backend(before)
-        for block in self.blocks:
-            # the enum member, not its string: dispatch then needs no Enum() call inside a compiled graph
-            block.audio_attn.attention_backend = name
 
-    def forward(self, hidden_states, timestep, encoder_hidden_states, audio, y=None, return_dict=False):
+    def forward(self, hidden_states, timestep, encoder_hidden_states, audio, y=None, return_dict: bool = True):
         """
         hidden_states [B, 16, F, H, W] latents (reference frames included); y [B, 20, F, H, W] (17B layout);
         timestep [B]; encoder_hidden_states [B, L, text_dim] (L <= text_len, zero-padded here);
-        audio [B, F, 8, 5, C] per-latent-frame windows. Returns the velocity [B, 16, F, H, W].
+        audio [B, F, 8, 5, C] per-latent-frame windows. The velocity [B, 16, F, H, W] comes back as
+        diffusers models return it: `Transformer2DModelOutput(sample=...)`, or `(velocity,)` with
+        `return_dict=False`.
         """
         if y is not None:
             hidden_states = torch.cat([hidden_states, y], dim=1)
@@ -209,15 +248,19 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
 
         audio_tokens = self.audio_proj(audio)
 
+        if self.float32_residual:
+            hidden_states = hidden_states.float()  # every block then sees the same dtype (one compiled graph)
         for block in self.blocks:
             hidden_states = block(hidden_states, text, timestep_proj, rotary_emb, audio_tokens=audio_tokens, frames=f)
 
         shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
-        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).type_as(hidden_states)
+        hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).to(text.dtype)
         hidden_states = self.proj_out(hidden_states)
         hidden_states = hidden_states.reshape(batch, f, h, w, p_t, p_h, p_w, -1)
         out = hidden_states.permute(0, 7, 1, 4, 2, 5, 3, 6).flatten(6, 7).flatten(4, 5).flatten(2, 3)
-        return out if not return_dict else {"sample": out}
+        if not return_dict:
+            return (out,)
+        return Transformer2DModelOutput(sample=out)
 
 
 def dit_from_shape(shape) -> HuMoTransformer3DModel:

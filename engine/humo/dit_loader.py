@@ -7,9 +7,9 @@ from pathlib import Path
 import torch
 from accelerate import init_empty_weights
 
-from engine.models.convert import key_map
-from engine.models.humo_dit import HuMoTransformer3DModel, dit_from_shape
-from engine.models.loading import load_into, read_checkpoint
+from engine.humo.convert import key_map
+from engine.humo.dit import HuMoTransformer3DModel, dit_from_shape
+from engine.weights.loading import load_into, read_checkpoint
 
 
 def _fp32_matcher(model: HuMoTransformer3DModel):

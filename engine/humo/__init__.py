@@ -1,0 +1,1 @@
+"""HuMo generation: variants, the DiT (a diffusers subclass), text/audio/VAE conditions, guidance, sampler, pipeline."""

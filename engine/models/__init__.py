@@ -1,1 +1,0 @@
-"""Model definitions (HuMo DiT) and checkpoint key conversion."""

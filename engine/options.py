@@ -1,0 +1,151 @@
+"""The engine's options as a front end sees them: memory plans (the names, the plan auto picks
+and its estimate), fast modes, attention backends, and the variants.
+
+The studio and other front ends use these functions and never reach into engine.memory,
+engine.humo.fast or engine.attention. Importing this module is cheap: torch loads on the
+first call that needs it.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from engine.errors import EngineError
+from engine.humo.variants import VARIANTS, Variant, get_variant  # noqa: F401  (part of the public face)
+
+AUTO = "auto"
+
+
+def device() -> str:
+    """"cuda" when this machine has a GPU, else "cpu"."""
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+# ----------------------------------------------------------------------------- memory plans
+
+def plan_names(variant: str | Variant | None = None, on: str | None = None) -> list[str]:
+    """Plans worth offering in a picker, fastest first ("auto" leads), for device `on` (default: this machine's)."""
+    from engine.memory import plan_options
+
+    return plan_options(variant, device=on or device())
+
+
+def check_plan(name: str, on: str | None = None) -> None:
+    """InputError unless `name` is "auto" or a plan this machine can run."""
+    if str(name or AUTO).strip().lower() == AUTO:
+        return
+    from engine.memory import parse_plan
+
+    parse_plan(str(name).strip(), device=on)
+
+
+def _job(variant: Variant, width, height, frames, mode: str, images: int = 1):
+    """The job a plan is estimated for: size and frames checked by the one request rule (empty:
+    the variant's defaults). Returns (memory.Job, the rule's notices)."""
+    from engine import memory
+    from engine.request import check_mode, resolve_shape
+
+    shape = resolve_shape(variant, width, height, frames)
+    mode = check_mode(mode or "TIA")
+    job = memory.Job(shape.width, shape.height, shape.frames, max(1, images) if mode in ("TIA", "TI") else 1, mode,
+                     variant.defaults.steps)
+    return job, list(shape.notices)
+
+
+def _variant(name: str | Variant) -> Variant:
+    from engine.request import check_variant
+
+    return name if isinstance(name, Variant) else check_variant(name)   # the one rule's answer
+
+
+def auto_plan(variant: str | Variant, width, height, frames, mode: str = "TIA", vram_gb: float | None = None,
+              images: int = 1) -> dict[str, Any]:
+    """The memory plan "auto" picks for this job, and its estimate, as JSON.
+
+    With `vram_gb` the plan is chosen for a GPU of that size; without it, for this machine (its
+    free GPU memory, or the CPU when there is no GPU). Returns variant, width, height, frames,
+    mode, device, plan, description, budget_bytes, budget_gib, notes and the estimate (peak bytes,
+    peak stage, per component); on a job that fits no plan, plan is None and error says why.
+    """
+    from engine import memory
+
+    v = _variant(variant)
+    job, notices = _job(v, width, height, frames, mode, images)
+    out: dict[str, Any] = {"variant": v.name, "width": job.width, "height": job.height, "frames": job.frames,
+                           "mode": job.mode, "notices": notices}
+    if vram_gb is not None and float(vram_gb) > 0:
+        on, kwargs = "cuda", {"vram_gb": float(vram_gb)}
+        out["vram_gb"] = float(vram_gb)
+    else:
+        on = device()
+        kwargs = {"free_bytes": memory.job_free_bytes()} if on == "cuda" else {}
+    out["device"] = on
+    try:
+        choice = memory.choose_plan(v, job, device=on, **kwargs)
+    except EngineError as err:
+        out.update(plan=None, error=str(err))
+        return out
+    out.update(plan=choice.plan.name, description=memory.describe(choice.plan), budget_bytes=choice.budget,
+               budget_gib=None if choice.budget is None else round(choice.budget / memory.GIB, 2),
+               notes=list(choice.notes), estimate=choice.estimate.as_dict())
+    return out
+
+
+def plan_estimate(plan: str, variant: str | Variant, width, height, frames, mode: str = "TIA",
+                  images: int = 1) -> dict[str, Any]:
+    """The estimate (JSON) of a plan picked by hand, on this machine's device."""
+    from engine import memory
+
+    v = _variant(variant)
+    p = memory.parse_plan(plan, device=device())
+    return memory.estimate(p, v, _job(v, width, height, frames, mode, images)[0]).as_dict()
+
+
+# ----------------------------------------------------------------------------- fast modes
+
+@dataclass(frozen=True)
+class FastModeInfo:
+    name: str
+    label: str
+    description: str
+
+
+def fast_modes() -> list[FastModeInfo]:
+    """Every fast mode (all approximate), in the order a picker shows them."""
+    from engine.humo.fast import FAST_MODES
+
+    return [FastModeInfo(m.name, m.label, m.description) for m in FAST_MODES.values()]
+
+
+def fast_mode(name: str | None) -> FastModeInfo | None:
+    """The fast mode called `name`; None for exact mode ("", "exact", "off"). Unknown: InputError."""
+    from engine.humo.fast import get_fast_mode
+
+    m = get_fast_mode(name)
+    return None if m is None else FastModeInfo(m.name, m.label, m.description)
+
+
+# ----------------------------------------------------------------------------- attention
+
+def attention_backends(on: str | None = None) -> list[str]:
+    """Attention backends that run on `on` (default: the GPU when there is one, else the CPU)."""
+    from engine.attention import available_backends
+
+    return available_backends(on)
+
+
+def attention_is_approximate(name: str) -> bool:
+    from engine.attention import APPROXIMATE
+
+    return name in APPROXIMATE
+
+
+def check_attention(name: str | None) -> None:
+    """InputError unless `name` is "auto" or a backend that can run here."""
+    if str(name or AUTO).strip().lower() == AUTO:
+        return
+    from engine.attention import choose_backend
+
+    choose_backend(str(name).strip())
