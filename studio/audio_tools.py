@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,13 +21,15 @@ SILENCE_PEAK = 1e-3
 STUDIO_SR = 44100          # stems and trimmed clips keep music quality; the engine resamples for whisper
 
 
-def read_audio(path: str, sr: int = STUDIO_SR) -> tuple[np.ndarray, int]:
-    """Mono float32 wave at `sr`. Unreadable, empty or silent files -> InputError."""
-    from engine.media import load_audio
+def read_audio(path: str, sr: int = STUDIO_SR, start_s: float = 0.0, end_s: float | None = None
+               ) -> tuple[np.ndarray, int]:
+    """Mono float32 wave at `sr` (only [start_s, end_s] when given). Unreadable, empty, silent or
+    too long clips -> InputError; a long file is refused from its header, before it is decoded."""
+    from engine.media import MAX_AUDIO_SECONDS, load_audio
 
     if not path:
         raise InputError("No audio clip was given.", hint="Upload or record a voice clip.")
-    return load_audio(path, sr=sr), sr
+    return load_audio(path, sr=sr, max_seconds=MAX_AUDIO_SECONDS, start_s=start_s, end_s=end_s), sr
 
 
 def describe(path: str | None) -> str:
@@ -40,21 +41,11 @@ def describe(path: str | None) -> str:
     try:
         info = audio_info(path)
     except InputError as err:
-        return f"Problem: {err}"
+        from engine.redact import redact_text
+        return f"Problem: {redact_text(str(err))}"
     seconds = info.get("duration_s")
     length = f"{seconds:.1f} s" if seconds is not None else "unknown length"
     return f"Clip: {length}, {info.get('sample_rate')} Hz, {info.get('codec')}"
-
-
-def trim(wave: np.ndarray, sr: int, start_s: float | None, end_s: float | None) -> np.ndarray:
-    total = wave.size / sr
-    start = max(0.0, float(start_s or 0.0))
-    end = float(end_s) if end_s not in (None, 0, 0.0) else total
-    end = min(end, total)
-    if end - start < 0.2:
-        raise InputError(f"The trim keeps {max(end - start, 0):.2f} s of a {total:.1f} s clip.",
-                         hint="Set the end after the start (at least 0.2 s apart), or 0 to keep the rest.")
-    return wave[int(start * sr):int(end * sr)]
 
 
 def write_wav(path: str | Path, wave: np.ndarray, sr: int) -> str:
@@ -63,7 +54,9 @@ def write_wav(path: str | Path, wave: np.ndarray, sr: int) -> str:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:
         wave = wave / peak
-    sf.write(str(path), wave.astype(np.float32), sr, subtype="PCM_16")
+    tmp = Path(path).with_name(f".part.{Path(path).name}")
+    sf.write(str(tmp), wave.astype(np.float32), sr, subtype="PCM_16", format="WAV")
+    os.replace(tmp, path)           # never a half-written clip under the final name
     return str(path)
 
 
@@ -84,14 +77,30 @@ def _key(path: str, start_s, end_s) -> str:
 
 
 def trimmed_clip(path: str, start_s, end_s, workdir: str | Path) -> tuple[str, np.ndarray, int]:
-    """The clip cut to [start, end] as a WAV in workdir (the original when nothing is cut)."""
-    wave, sr = read_audio(path)
-    cut = trim(wave, sr, start_s, end_s)
-    if cut.size == wave.size:
-        return path, cut, sr
-    if float(np.max(np.abs(cut))) < SILENCE_PEAK:
-        raise InputError("The trimmed part of the clip is silent, so there is no voice to follow.",
-                         hint="Move the trim start/end to the speech.")
+    """The clip cut to [start, end] as a WAV in workdir (the original when nothing is cut). Only
+    the kept part is decoded."""
+    from engine.media import audio_info
+
+    start = max(0.0, float(start_s or 0.0))
+    end = float(end_s) if end_s not in (None, 0, 0.0) else None
+    if not start and end is None:
+        wave, sr = read_audio(path)
+        return path, wave, sr
+    if not path:
+        raise InputError("No audio clip was given.", hint="Upload or record a voice clip.")
+    total = audio_info(path).get("duration_s")
+    if total is not None:
+        keep_end = min(end, total) if end is not None else total
+        if keep_end - start < 0.2:
+            raise InputError(f"The trim keeps {max(keep_end - start, 0):.2f} s of a {total:.1f} s clip.",
+                             hint="Set the end after the start (at least 0.2 s apart), or 0 to keep the rest.")
+    try:
+        cut, sr = read_audio(path, start_s=start, end_s=end)
+    except InputError as err:
+        if "silent" in str(err) or "too short" in str(err) or "no sound samples" in str(err):
+            raise InputError("The trimmed part of the clip is silent or too short, so there is no voice to follow.",
+                             hint="Move the trim start/end to the speech.") from None
+        raise
     out = Path(workdir) / f"trim-{_key(path, start_s, end_s)}.wav"
     if not out.exists():
         write_wav(out, cut, sr)
@@ -100,7 +109,7 @@ def trimmed_clip(path: str, start_s, end_s, workdir: str | Path) -> tuple[str, n
 
 def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | None = None) -> Stems:
     """Split the (trimmed) clip into voice and background stems, cached per clip + trim."""
-    from engine.separation import separate_vocals
+    from engine.media import separate_vocals
 
     src, wave, sr = trimmed_clip(path, start_s, end_s, workdir)
     if wave.size / sr > MAX_ISOLATION_S:
@@ -122,7 +131,7 @@ def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | No
 
 def mix_wav(stems: Stems, gain: float, workdir: str | Path) -> str:
     """Voice + background at `gain`, written next to the stems."""
-    from engine.separation import mix
+    from engine.media import mix
 
     import soundfile as sf
 
@@ -136,16 +145,7 @@ def mix_wav(stems: Stems, gain: float, workdir: str | Path) -> str:
 
 def replace_audio(video_path: str, audio_path: str) -> None:
     """Swap the MP4's audio track in place, keeping its video stream and metadata."""
-    from engine.media import ffmpeg_exe
+    from engine.media import atomic_write, replace_audio_track
 
-    ffmpeg = ffmpeg_exe()
-    tmp = str(Path(video_path).with_suffix(".remux.mp4"))
-    cmd = [ffmpeg, "-y", "-loglevel", "error", "-i", video_path, "-i", audio_path,
-           "-map", "0:v:0", "-map", "1:a:0", "-map_metadata", "0", "-c:v", "copy",
-           "-c:a", "aac", "-b:a", "192k", "-shortest",
-           "-movflags", "+faststart", tmp]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    if proc.returncode != 0:
-        raise InputError("Could not mix the background back into the video.",
-                         hint=(proc.stderr.strip().splitlines() or ["ffmpeg failed"])[-1])
-    os.replace(tmp, video_path)
+    with atomic_write(video_path, what="the video") as tmp:
+        replace_audio_track(video_path, audio_path, tmp)

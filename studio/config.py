@@ -7,9 +7,10 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from engine.variants import VARIANTS
+from engine.options import VARIANTS
+from studio.accounts import Account, check_unique, parse_auth_values, read_auth_file
 
 
 @dataclass
@@ -17,13 +18,14 @@ class StudioConfig:
     host: str = "127.0.0.1"
     port: int = 7860
     share: bool = False
-    auth: tuple[str, str] | None = None
+    auth: list[Account] = field(default_factory=list)   # no accounts: no sign-in (and Host names are checked)
     variant: str = "humo-1.7b"
     weights_dir: str = "weights"
     outputs_dir: str = "outputs"
     plan: str = "auto"               # memory plan (engine.memory); "auto" picks the fastest that fits
     mcp: bool = True                 # serve the MCP endpoint when gradio[mcp] is installed
     open_browser: bool = False
+    max_upload_mb: int = 1024        # largest file a visitor may upload
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -33,13 +35,12 @@ def _env_bool(name: str, default: bool) -> bool:
     return raw.strip().lower() in ("1", "true", "yes", "on")
 
 
-def parse_auth(text: str | None) -> tuple[str, str] | None:
-    if not text:
-        return None
-    user, sep, password = text.partition(":")
-    if not sep or not user or not password:
-        raise ValueError("--auth expects user:password (both non-empty).")
-    return user, password
+def parse_auth(values: list[str] | None, auth_file: str | None) -> list[Account]:
+    """The accounts from --auth values (each a comma-separated list) and an --auth-file."""
+    accounts = parse_auth_values(values)
+    if auth_file:
+        accounts += read_auth_file(auth_file)
+    return check_unique(accounts)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -54,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="port [HUMO_PORT]")
     p.add_argument("--share", action="store_true", default=_env_bool("HUMO_SHARE", False),
                    help="ask Gradio for a temporary public link (needs internet) [HUMO_SHARE=1]")
-    p.add_argument("--auth", default=env("HUMO_AUTH"), metavar="USER:PASS",
-                   help="require this login [HUMO_AUTH]")
+    p.add_argument("--auth", action="append", metavar="USER:PASS[,USER:PASS...]",
+                   help="require a sign-in; repeat it or separate accounts with commas; add :admin to an account "
+                        "that may see every run in the gallery [HUMO_AUTH]")
+    p.add_argument("--auth-file", default=env("HUMO_AUTH_FILE"), metavar="FILE",
+                   help="accounts, one user:password (or user:password:admin) a line [HUMO_AUTH_FILE]")
     p.add_argument("--variant", default=env("HUMO_VARIANT", "humo-1.7b"), choices=sorted(VARIANTS),
                    help="variant selected when the page opens [HUMO_VARIANT]")
     p.add_argument("--weights-dir", default=env("HUMO_WEIGHTS_DIR", "weights"),
@@ -67,6 +71,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "fp8, model-offload, block-offload+fp8, cpu; the page can change it [HUMO_PLAN]")
     p.add_argument("--no-mcp", action="store_true", default=not _env_bool("HUMO_MCP", True),
                    help="do not serve the MCP endpoint even when gradio[mcp] is installed [HUMO_MCP=0]")
+    p.add_argument("--max-upload-mb", type=int, default=int(env("HUMO_MAX_UPLOAD_MB", "1024")), metavar="MB",
+                   help="largest upload (photo or clip) in MB; bigger files are refused [HUMO_MAX_UPLOAD_MB]")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     return p
 
@@ -75,16 +81,19 @@ def parse_config(argv: list[str] | None = None) -> StudioConfig:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
-        auth = parse_auth(args.auth)
+        from_env = [os.environ["HUMO_AUTH"]] if os.environ.get("HUMO_AUTH") else None
+        auth = parse_auth(args.auth if args.auth else from_env, args.auth_file)
     except ValueError as err:
         parser.error(str(err))
+    if args.max_upload_mb < 1:
+        parser.error(f"--max-upload-mb must be at least 1, not {args.max_upload_mb}.")
     plan = (args.plan or "auto").strip() or "auto"
     why = plan_syntax_problem(plan)
     if why:
         parser.error(why)
     return StudioConfig(host=args.host, port=args.port, share=args.share, auth=auth,
                         variant=args.variant, weights_dir=args.weights_dir, outputs_dir=args.outputs_dir,
-                        plan=plan, mcp=not args.no_mcp, open_browser=args.open)
+                        plan=plan, mcp=not args.no_mcp, open_browser=args.open, max_upload_mb=args.max_upload_mb)
 
 
 def plan_syntax_problem(plan: str) -> str | None:

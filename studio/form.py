@@ -6,12 +6,12 @@ so existing API callers keep working. Nothing here imports torch.
 from __future__ import annotations
 
 import os
-import random
 from typing import Any
 
 from engine.errors import InputError
-from engine.request import GenerationRequest
-from engine.variants import VARIANTS, get_variant
+from engine.request import (MAX_RUNS, MAX_SEED, RANDOM_SEED, GenerationRequest, Resolved, batch_seeds,  # noqa: F401
+                            check_seed, fast_mode_value, resolve_request, uses_audio, uses_image)
+from engine.options import VARIANTS, get_variant
 
 MODES = {"TA": "Text + Audio", "TIA": "Text + Image + Audio", "TI": "Text + Image"}
 MODE_HELP = {
@@ -22,10 +22,6 @@ MODE_HELP = {
 LIPS_ORIGINAL, LIPS_VOICE = "Original clip", "Isolated voice"
 STANDARD_SIZES = ((832, 480), (480, 832), (1280, 720), (720, 1280))
 CUSTOM = "custom"
-MAX_SEED = 2**31 - 1
-RANDOM_SEED = -1         # the seed box's value for "a random seed for every run"
-MAX_RUNS = 16            # runs one Generate click can make (a batch)
-MIN_SIDE, MAX_SIDE = 64, 2048
 EXACT = "exact"          # the fast-mode value for exact mode (GenerationRequest.fast_mode = None)
 AUTO = "auto"
 
@@ -67,14 +63,6 @@ def size_key(w, h, variant: str) -> str:
     return key if key in {v for _, v in size_choices(variant)} else CUSTOM
 
 
-def uses_image(mode: str) -> bool:
-    return mode in ("TIA", "TI")
-
-
-def uses_audio(mode: str) -> bool:
-    return mode in ("TA", "TIA")
-
-
 def image_scale_applies(variant: str, mode: str) -> bool:
     return uses_image(mode) and get_variant(variant).defaults.scale_i is not None
 
@@ -97,118 +85,77 @@ def files_of(value) -> list[str]:
     return out
 
 
+# What an API caller who names only some inputs gets for the rest (None: the model's default).
+API_DEFAULTS: dict[str, Any] = {
+    "negative_prompt": "", "images": None, "audio": None, "trim_start": 0, "trim_end": 0,
+    "lips": LIPS_ORIGINAL, "mix_background": False, "background_gain": 1.0, "size": None, "width": None,
+    "height": None, "match_audio": True, "frames": None, "steps": None, "shift": None, "scale_t": None,
+    "scale_i": None, "scale_a": None, "seed": 0, "plan": AUTO, "fast_mode": EXACT, "attention": AUTO,
+    "compile": False, "runs": 1,
+}
+# Inputs that take the model's default when left out or None.
+VARIANT_DEFAULTS = ("width", "height", "frames", "steps", "shift", "scale_t", "scale_i", "scale_a")
+
+
 def form_values(values) -> dict[str, Any]:
-    """The handler's positional inputs as a dict; inputs an older caller left out get their defaults."""
+    """The handler's inputs (positional, in FORM_KEYS order) as a dict. Inputs a caller left out
+    (an older positional caller, or a named call that gives only some) get API_DEFAULTS, and the
+    model's own defaults where those say None."""
     f = dict(zip(FORM_KEYS, values))
-    f.setdefault("plan", AUTO)
-    f.setdefault("fast_mode", EXACT)
-    f.setdefault("attention", AUTO)
-    f.setdefault("compile", False)
-    f.setdefault("runs", 1)
+    for key, default in API_DEFAULTS.items():
+        if f.get(key) is None:
+            f[key] = default
+    try:
+        d = get_variant(f.get("variant")).defaults
+    except Exception:
+        return f                          # an unknown model is refused by the checks, with a message
+    for key in VARIANT_DEFAULTS:
+        if f.get(key) is None:
+            f[key] = getattr(d, key) if getattr(d, key) is not None else 0.0
+    if f.get("size") is None:
+        f["size"] = f"{f['width']}x{f['height']}"
+    if f.get("mode") is None:
+        f["mode"] = d.mode
     return f
 
 
 def is_random_seed(seed) -> bool:
-    """True for the seed box's "random" value (-1; any negative number counts)."""
+    """True for the seed box's "random" value (-1)."""
     try:
-        return seed not in (None, "") and int(seed) < 0
-    except (TypeError, ValueError):
+        return check_seed(seed) == RANDOM_SEED
+    except InputError:
         return False
 
 
-def batch_seeds(seed, runs: int, rng: random.Random | None = None) -> list[int]:
-    """The seeds of a batch: seed, seed+1, ... (wrapping past MAX_SEED), or one random seed per run."""
-    runs = int(runs)
-    if is_random_seed(seed):
-        rng = rng or random.SystemRandom()
-        return [rng.randint(0, MAX_SEED) for _ in range(runs)]
-    start = int(seed) if seed not in (None, "") else 0
-    return [(start + i) % (MAX_SEED + 1) for i in range(runs)]
+def raw_request(f: dict[str, Any]) -> dict[str, Any]:
+    """The form's values as the raw settings the one rule (engine.request.resolve_request) reads."""
+    raw = {k: f.get(k) for k in ("variant", "mode", "prompt", "negative_prompt", "audio", "width", "height",
+                                 "steps", "shift", "scale_t", "scale_i", "scale_a", "seed", "runs",
+                                 "trim_start", "trim_end", "background_gain", "fast_mode")}
+    raw["images"] = files_of(f.get("images"))
+    raw["size"] = None if f.get("size") == CUSTOM else f.get("size")
+    follow_audio = bool(f.get("match_audio")) and str(f.get("mode") or "").upper() in ("TA", "TIA")
+    raw["frames"] = "auto" if follow_audio else f.get("frames")
+    return raw
 
 
-def fast_mode_value(value) -> str | None:
-    """The dropdown's value as GenerationRequest.fast_mode: None for exact mode."""
-    text = str(value or "").strip()
-    return None if text.lower() in ("", EXACT, "off", "none", "exact (default)") else text
+def resolve_form(f: dict[str, Any]) -> Resolved:
+    """The studio's form handler: every value checked by the one rule. Raises InputError."""
+    return resolve_request(raw_request(f))
 
 
-def _whole(value, default: int) -> int | None:
-    """A whole number from a form value (empty: `default`); None when it is not one."""
-    if value in (None, ""):
-        return default
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return int(number) if number.is_integer() else None
+validate_form = resolve_form
 
 
-def validate_form(f: dict[str, Any]) -> None:
-    """Checks a person can fix at once, before any model work. Raises InputError."""
-    variant, mode = f["variant"], f["mode"]
-    runs = _whole(f.get("runs"), 1)
-    if runs is None:
-        raise InputError(f"Runs must be a whole number, not {f.get('runs')!r}.", hint=f"Use 1 to {MAX_RUNS}.")
-    if not 1 <= runs <= MAX_RUNS:
-        raise InputError(f"Runs must be 1 to {MAX_RUNS}, not {runs}.",
-                         hint=f"Make up to {MAX_RUNS} videos per click; click again for more.")
-    seed = _whole(f["seed"], 0)
-    if seed is None:
-        raise InputError(f"The seed must be a whole number, not {f['seed']!r}.",
-                         hint=f"Use 0 to {MAX_SEED}, or {RANDOM_SEED} for a random seed.")
-    if seed > MAX_SEED:
-        raise InputError(f"The seed {seed} is too large.", hint=f"Use 0 to {MAX_SEED}, or {RANDOM_SEED} for random.")
-    if variant not in VARIANTS:
-        raise InputError(f"Unknown model {variant!r}.", hint=f"Pick one of: {', '.join(VARIANTS)}.")
-    if mode not in MODES:
-        raise InputError(f"Unknown mode {mode!r}.", hint="Use TA, TIA or TI.")
-    if not str(f["prompt"] or "").strip():
-        raise InputError("The prompt is empty.", hint="Describe the person, the scene and what they do.")
-    if uses_image(mode) and not files_of(f["images"]):
-        raise InputError(f"{MODES[mode]} needs a reference photo.",
-                         hint="Add at least one photo, or use the Text + Audio tab.")
-    if uses_audio(mode) and not f["audio"]:
-        raise InputError(f"{MODES[mode]} needs a voice clip.",
-                         hint="Upload or record a clip, or use the Text + Image tab.")
-    try:
-        w, h = int(f["width"]), int(f["height"])
-    except (TypeError, ValueError):
-        raise InputError("Width and height must be whole numbers.", hint="Pick a size preset.") from None
-    if w % 16 or h % 16:
-        fix = f"{max(16, round(w / 16) * 16)}×{max(16, round(h / 16) * 16)}"
-        raise InputError(f"The size {w}×{h} is not a multiple of 16.", hint=f"Try {fix}.")
-    if not (MIN_SIDE <= w <= MAX_SIDE and MIN_SIDE <= h <= MAX_SIDE):
-        raise InputError(f"The size {w}×{h} is out of range.", hint=f"Use {MIN_SIDE} to {MAX_SIDE} pixels per side.")
-    if not f["match_audio"] or not uses_audio(mode):
-        frames = int(f["frames"] or 0)
-        if frames < 1 or (frames - 1) % 4:
-            raise InputError(f"Frames must be 4n+1 (e.g. 17, 97), not {frames}.", hint="Use the frames slider.")
-
-
-def build_request(f: dict[str, Any], audio_path: str | None, out_path: str, extras: dict[str, Any]) -> GenerationRequest:
-    variant, mode = f["variant"], f["mode"]
-    frames = None if (uses_audio(mode) and f["match_audio"]) else int(f["frames"])
-    seed = int(f["seed"]) if f["seed"] not in (None, "") else 0
-    return GenerationRequest(
-        prompt=str(f["prompt"]).strip(),
-        variant=variant,
-        mode=mode,
-        images=files_of(f["images"]) if uses_image(mode) else [],
-        audio=audio_path if uses_audio(mode) else None,
-        negative_prompt=(str(f["negative_prompt"]).strip() or None) if f["negative_prompt"] else None,
-        frames=frames,
-        width=int(f["width"]),
-        height=int(f["height"]),
-        steps=int(f["steps"]),
-        shift=float(f["shift"]),
-        scale_t=float(f["scale_t"]),
-        scale_i=float(f["scale_i"]) if image_scale_applies(variant, mode) else None,
-        scale_a=float(f["scale_a"]) if uses_audio(mode) else None,
-        seed=max(0, min(seed, MAX_SEED)),
-        fast_mode=fast_mode_value(f.get("fast_mode")),
-        out_path=out_path,
-        metadata={"studio": extras},
-    )
+def build_request(resolved: Resolved, seed: int, audio_path: str | None, out_path: str,
+                  extras: dict[str, Any]) -> GenerationRequest:
+    """The checked request of one run: its seed, the clip that drives the lips, where it goes."""
+    request = GenerationRequest.from_dict(resolved.request.to_dict())
+    request.seed = seed
+    request.audio = audio_path if uses_audio(request.mode) else None
+    request.out_path = out_path
+    request.metadata = {"studio": extras}
+    return request
 
 
 def values_from_settings(s: dict[str, Any], default_variant: str, keep=None) -> list:

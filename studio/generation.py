@@ -15,15 +15,15 @@ from typing import Callable
 
 import gradio as gr
 
-from engine.errors import Cancelled
-from engine.variants import get_variant
+from engine.options import get_variant
 from studio import audio_tools
 from studio.config import StudioConfig
-from studio.form import (FORM_KEYS, LIPS_VOICE, STUDIO_EXTRAS, batch_seeds, build_request, fast_mode_value,
-                         files_of, form_values, is_random_seed, uses_audio, uses_image, validate_form)
-from studio.jobs import BATCH, BatchControl, RunState, stream_run
+from studio.form import (FORM_KEYS, LIPS_VOICE, STUDIO_EXTRAS, build_request, fast_mode_value, files_of,
+                         form_values, uses_audio, uses_image, validate_form)
+from studio.jobs import Run, RunState, stream_run
 from studio.runtime import EngineOptions, Runtime
-from studio.status import STAGE_TEXT, esc, friendly, preview_sheet, status_html
+from studio.housekeeping import preview_file
+from studio.status import ended_status, STAGE_TEXT, esc, friendly, preview_sheet, status_html
 
 log = logging.getLogger("humo.studio")
 
@@ -54,14 +54,16 @@ def seeds_text(seeds: list[int], random_seed: bool) -> str:
     return f"seeds {seeds[0]}–{seeds[-1]}" if len(seeds) > 1 else f"seed {seeds[0]}"
 
 
-def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[str | None], list],
-                  batch: BatchControl = BATCH):
-    """The Generate handler. `gallery_items(session)` renders the gallery grid as that browser
-    session shows it (its search, filters and page)."""
+def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[str | None, str | None], list]):
+    """The Generate handler. `gallery_items(session, user)` renders the gallery grid as that browser
+    session shows it (its search, filters and page) to that account."""
 
     def prepare(f: dict):
         """Checks and the audio, once for the whole batch. Raises readable errors."""
-        validate_form(f)
+        resolved = validate_form(f)       # the one request rule (engine.request); its notices show once
+        f.update(resolved.extras)
+        for note in resolved.notices:
+            gr.Info(note)
         options = EngineOptions.from_form(f["plan"], f["attention"], f["compile"])
         from studio.performance import check_options
         check_options(options.plan, f["fast_mode"], options.attention)
@@ -69,29 +71,30 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             from engine.media import load_image
             for p in files_of(f["images"]):
                 load_image(p)          # unreadable or oversized photos fail here, readably
-        rt.workdir.mkdir(parents=True, exist_ok=True)
-        return options
+        rt.prepare_workdir()
+        return options, resolved
 
     def generate(*values, request: gr.Request = None, progress=gr.Progress()):
         """Make a video, or a batch of them (`runs`, seeds seed, seed+1, ...; seed -1: random seeds).
         Streams (status, preview, video, summary, gallery) while it runs; each finished run is
         in the gallery at once."""
         session = getattr(request, "session_hash", None)
+        user = getattr(request, "username", None)      # the signed-in account: it owns the runs
         f = form_values(values)
         keep = gr.skip()
         # The batch begins before the audio is prepared, so a Cancel during that step counts too.
         # Every status this run shows, its last "Cancelled" or "Done" included, comes from this one
         # stream: a Cancel writing its own line could be overtaken by a progress update in flight.
-        token = batch.begin(owner=session)
+        run = rt.runs.begin(owner=session)
         try:
-            yield from run_batch(f, session, keep, progress)
+            yield from run_batch(run, f, session, keep, progress, user)
         finally:
-            batch.end(token)
+            rt.runs.end(run)
 
-    def run_batch(f: dict, session, keep, progress):
+    def run_batch(run: Run, f: dict, session, keep, progress, user=None):
         """Prepare once, then the runs one after another (see `generate`)."""
         try:
-            options = prepare(f)
+            options, resolved = prepare(f)
             drive_audio, stems = None, None
             if uses_audio(f["mode"]):
                 yield status_html(message="Preparing the audio…"), keep, None, "", keep
@@ -103,19 +106,19 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
                     drive_audio, _, _ = audio_tools.trimmed_clip(f["audio"], f["trim_start"], f["trim_end"],
                                                                  rt.workdir)
             extras = {k: f[k] for k in STUDIO_EXTRAS if k not in ("plan", "attention", "compile")}
+            extras["steps"] = resolved.request.steps
             extras.update(plan=options.plan, attention=options.attention, compile=options.compile)
             extras["audio_source"] = f["audio"]
             if stems is not None:
                 extras["separation"] = stems.method
-            runs, random_seed = int(f["runs"] or 1), is_random_seed(f["seed"])
-            seeds = batch_seeds(f["seed"], runs)
+            runs, random_seed, seeds = resolved.runs, resolved.random_seed, resolved.seeds
             requests = []
             for i, seed in enumerate(seeds, 1):
                 run_extras = dict(extras)
                 if runs > 1:
                     run_extras["batch"] = {"run": i, "runs": runs, "seeds": "random" if random_seed else "sequential"}
                 out_path = str(rt.workdir / f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}.mp4")
-                requests.append((build_request(dict(f, seed=seed), drive_audio, out_path, run_extras), run_extras))
+                requests.append((build_request(resolved, seed, drive_audio, out_path, run_extras), run_extras))
         except Exception as err:
             msg = friendly(err)
             gr.Warning(msg)
@@ -124,7 +127,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
 
         done: list[tuple] = []           # (result, entry) of the runs that finished
         for i, (req, run_extras) in enumerate(requests, 1):
-            if batch.stopped:
+            if run.stopped:
                 yield stopped_status(len(done), runs), keep, keep, keep, keep
                 return
             head = batch_head(i, runs, req.seed, random_seed)
@@ -134,7 +137,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
                     yield stopped_status(len(done), runs), keep, keep, keep, keep
                 return
             try:
-                entry = keep_result(outcome, f, drive_audio, stems)
+                entry = keep_result(outcome, f, drive_audio, stems, user)
             except Exception as err:
                 msg = friendly(err)
                 gr.Warning(msg)
@@ -151,7 +154,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
                 status = head + status_html(message=f"Run {i} of {runs} saved as {entry.id}; "
                                                     f"run {i + 1} starts…")
             yield (status, keep, str(entry.video), summary_markdown(f, done, runs, random_seed),
-                   gallery_items(session))
+                   gallery_items(session, user))
 
     def one_run(req, extras: dict, options: EngineOptions, head: str, run: int, runs: int, progress):
         """Stream one run of the batch; returns its ResultEvent, or None when it was cancelled or failed."""
@@ -182,12 +185,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             for note in state.new_notices:
                 gr.Info(note)
             if state.error is not None:
-                if isinstance(state.error, Cancelled):
-                    yield status_html(message="Cancelled. Ready for the next run."), keep, keep, keep, keep
-                else:
-                    msg = friendly(state.error)
-                    gr.Warning(msg)
-                    yield status_html(message=msg, error=True), keep, keep, keep, keep
+                yield ended_status(state.error), keep, keep, keep, keep
                 return None
             if state.total:
                 stage = STAGE_TEXT.get(state.stage, state.stage)
@@ -195,13 +193,13 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             new_preview = state.preview is not None and state.preview_step != shown_step
             if new_preview:
                 shown_step = state.preview_step
-            pv = preview_sheet(state.preview) if new_preview else keep
+            pv = preview_file(preview_sheet(state.preview), rt.workdir) if new_preview else keep
             yield head + status_html(state), pv, keep, keep, keep
             if state.result is not None:
                 return state.result
         return None
 
-    def keep_result(result, f: dict, drive_audio, stems):
+    def keep_result(result, f: dict, drive_audio, stems, user=None):
         """The finished MP4 with the clip's full-quality audio, a thumbnail, into the gallery."""
         video_path = result.video_path
         if stems is not None and f["mix_background"]:
@@ -216,7 +214,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
         except Exception as err:
             log.warning("thumbnail failed: %s", err)
             thumb = None
-        return rt.gallery.add_result(result, thumbnail_path=thumb, move=True)
+        return rt.gallery.add_result(result, thumbnail_path=thumb, move=True, owner=user)
 
     return with_event_args(generate, len(FORM_KEYS))
 
@@ -225,7 +223,11 @@ def with_event_args(fn, n_inputs: int):
     """`fn(*values, request=..., progress=...)` as gradio calls it: gradio hands the request and
     the progress tracker only to parameters it can see by position, and a `*values` signature hides
     them (the run would get no session and its progress bar would stay empty). The wrapper shows
-    n_inputs positional inputs, then `request` and `progress`."""
+    the inputs by their form names (so API callers can name them: `client.predict(variant="tiny",
+    mode="TA", prompt="...", audio=..., api_name="/generate")`), then `request` and `progress`.
+    Any input may be left out: gradio_client then sends the page's initial value, or None, which
+    `form_values` turns into API_DEFAULTS or the model's default (an empty prompt is refused with
+    a message, like in the page)."""
     import inspect
 
     def handler(*args):
@@ -233,8 +235,8 @@ def with_event_args(fn, n_inputs: int):
         yield from fn(*values, request=request, progress=progress)
 
     P = inspect.Parameter
-    params = [P(f"input_{i}", P.POSITIONAL_OR_KEYWORD) for i in range(n_inputs)]
-    params += [P("request", P.POSITIONAL_OR_KEYWORD, annotation=gr.Request),
+    params = [P(name, P.POSITIONAL_OR_KEYWORD, default=None) for name in FORM_KEYS[:n_inputs]]
+    params += [P("request", P.POSITIONAL_OR_KEYWORD, default=None, annotation=gr.Request),
                P("progress", P.POSITIONAL_OR_KEYWORD, default=gr.Progress())]
     handler.__signature__ = inspect.Signature(params)
     handler.__annotations__ = {"request": gr.Request}

@@ -16,64 +16,69 @@ from typing import Any, Callable, Iterable, Iterator
 ENGINE_LOCK = threading.Lock()
 
 
-class BatchControl:
-    """Stops a batch (several runs from one click) between its runs.
+class Run:
+    """One click of Generate: its runs (a batch), who started it, and whether it was told to stop.
 
-    Cancelling the engine stops the run that is going; this flag stops the runs after it,
+    Cancelling the engine stops the run that is going; the stop flag stops the runs after it,
     including when Cancel comes while one run is being saved and the next has not started.
-    One batch runs at a time (the Generate event has a concurrency limit of one).
     """
 
-    def __init__(self) -> None:
+    def __init__(self, owner: str | None) -> None:
+        self.owner = owner             # the page (session) that clicked Generate
         self._stop = threading.Event()
-        self._lock = threading.Lock()
-        self._current: object | None = None
-        self._idle = threading.Event()
-        self._idle.set()
-        self.owner: str | None = None      # the page (session) that started the batch going now
+        self._ended = threading.Event()
 
-    def begin(self, owner: str | None = None) -> object:
-        """A new batch starts (from the page `owner`); returns its token for `end`."""
-        token = object()
-        with self._lock:
-            self._stop.clear()
-            self._current = token
-            self.owner = owner
-            self._idle.clear()
-        return token
-
-    def owned_by_another(self, session: str | None) -> bool:
-        """True when a batch is going and it was started from another page than `session`."""
-        with self._lock:
-            return self._current is not None and None not in (self.owner, session) and self.owner != session
-
-    def end(self, token: object) -> None:
-        # A cancelled batch's handler may wind down after the next batch began: it must not end that one.
-        with self._lock:
-            if self._current is token:
-                self._current, self.owner = None, None
-                self._idle.set()
-
-    def wait_idle(self, timeout_s: float) -> bool:
-        """Wait until no batch is going (its stream has sent its last status); False on timeout."""
-        return self._idle.wait(timeout_s)
-
-    def stop(self) -> bool:
-        """Ask the batch to stop; True when one was going."""
-        with self._lock:
-            self._stop.set()           # harmless when none is going: the next batch clears it
-            return self._current is not None
-
-    @property
-    def active(self) -> bool:
-        return self._current is not None
+    def stop(self) -> None:
+        self._stop.set()
 
     @property
     def stopped(self) -> bool:
         return self._stop.is_set()
 
+    def end(self) -> None:
+        self._ended.set()
 
-BATCH = BatchControl()
+    def wait_ended(self, timeout_s: float) -> bool:
+        """Wait until the run's stream has sent its last status; False on timeout."""
+        return self._ended.wait(timeout_s)
+
+
+class RunSlot:
+    """The Run going now (at most one: the Generate event has a concurrency limit of one)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: Run | None = None
+
+    def begin(self, owner: str | None) -> Run:
+        run = Run(owner)
+        with self._lock:
+            self._current = run
+        return run
+
+    def end(self, run: Run) -> None:
+        run.end()
+        # A cancelled run's handler may wind down after the next run began: it must not end that one.
+        with self._lock:
+            if self._current is run:
+                self._current = None
+
+    @property
+    def current(self) -> Run | None:
+        return self._current
+
+    def stop_for(self, session: str | None) -> tuple[str, Run | None]:
+        """Stop the going run if `session` started it: ("stopped", run), ("other", None) when another
+        page started it (a request without a session owns nothing), or ("none", None)."""
+        with self._lock:
+            run = self._current
+            if run is None:
+                return "none", None
+            if session is None or run.owner is None or run.owner != session:
+                return "other", None
+            run.stop()
+            return "stopped", run
+
 
 _DONE = object()
 

@@ -12,7 +12,7 @@ One preset per file, JSON (or TOML)::
       "height": 480
     }
 
-A preset only overrides: the variant defaults live in `engine.variants`, and every
+A preset only overrides: the variant defaults live in `engine.humo.variants`, and every
 setting a preset does not name is left as the user had it.
 """
 from __future__ import annotations
@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.errors import InputError
-from engine.variants import VARIANTS
+from engine.options import VARIANTS
 
 PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 

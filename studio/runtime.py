@@ -37,6 +37,8 @@ class Runtime:
         self._idle = threading.Event()
         self._idle.set()
         self.workdir = Path(config.outputs_dir) / ".work"
+        from studio.jobs import RunSlot
+        self.runs = RunSlot()             # the Generate click going now, and who made it
 
     @property
     def loaded(self) -> bool:
@@ -60,9 +62,10 @@ class Runtime:
                 old.unload()
             if self._engine is None:
                 from engine import Engine   # torch + diffusers load here, not at start-up
+                # file_names_only: the videos are downloaded by visitors, so no server path goes in them.
                 self._engine = Engine(weights_dir=self.config.weights_dir, plan=options.plan,
                                       attention=None if options.attention == "auto" else options.attention,
-                                      compile=options.compile)
+                                      compile=options.compile, file_names_only=True)
                 self._options = options
             return self._engine
 
@@ -71,8 +74,16 @@ class Runtime:
         self.running.set()
 
     def end_run(self) -> None:
+        from studio.housekeeping import prune_workdir, release_memory, sweep_upload_leftovers
+
         self.running.clear()
         self._idle.set()
+        try:
+            prune_workdir(self.workdir)
+            sweep_upload_leftovers()
+        except OSError as err:
+            log.warning("could not prune %s: %s", self.workdir, err)
+        release_memory()
 
     def cancel(self, wait_s: float = 0.0) -> bool:
         """Ask the running generation to stop; with `wait_s`, also wait (up to that long) until it
@@ -83,6 +94,18 @@ class Runtime:
                 self._idle.wait(wait_s)
             return True
         return False
+
+    def prepare_workdir(self, what: str = "Cannot make the video") -> Path:
+        """The folder runs are written to, made if needed; EngineError ("<what>: the outputs folder ...
+        is not writable") when it cannot be written, before the work starts rather than at its end."""
+        from studio.gallery.folders import is_writable, not_writable
+        try:
+            self.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError:
+            raise not_writable(Path(self.config.outputs_dir), what) from None
+        if not is_writable(self.workdir):
+            raise not_writable(Path(self.config.outputs_dir), what)
+        return self.workdir
 
     @property
     def gallery(self):

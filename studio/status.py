@@ -10,6 +10,7 @@ import gradio as gr
 import numpy as np
 
 from engine.errors import EngineError
+from engine.redact import redact_text
 from studio.jobs import RunState
 
 log = logging.getLogger("humo.studio")
@@ -28,14 +29,15 @@ STAGE_TEXT = {
 
 
 def friendly(err: BaseException) -> str:
-    """A readable one-liner for any error; unexpected ones also go to the console log."""
+    """A readable one-liner for any error, naming files but not where they are on the server;
+    unexpected ones also go to the console log (with their paths)."""
     if isinstance(err, EngineError):
-        return str(err)
+        return redact_text(str(err))
     if isinstance(err, gr.Error):
-        return str(err.message)
+        return redact_text(str(err.message))
     log.error("unexpected error:\n%s", "".join(traceback.format_exception(err)))
-    return (f"Unexpected problem ({type(err).__name__}: {str(err)[:200]}). The studio is still running; "
-            "the console log has the details.")
+    return (f"Unexpected problem ({type(err).__name__}: {redact_text(str(err))[:200]}). The studio is still "
+            "running; the console log has the details.")
 
 
 def esc(text: Any) -> str:
@@ -69,6 +71,18 @@ def status_html(state: RunState | None = None, message: str | None = None, error
     return (f'<div class="line" data-stage="{esc(state.stage)}" data-step="{state.step}" '
             f'data-total="{state.total}">{" · ".join(parts)}</div>'
             f'<div class="bar"><div style="width:{pct}%"></div></div>')
+
+
+def ended_status(error: BaseException) -> str:
+    """The last status line of a run that ended with `error`: "Cancelled…", or the one-line
+    problem (also shown as a warning toast)."""
+    from engine.errors import Cancelled
+
+    if isinstance(error, Cancelled):
+        return status_html(message="Cancelled. Ready for the next run.")
+    msg = friendly(error)
+    gr.Warning(msg)
+    return status_html(message=msg, error=True)
 
 
 def preview_sheet(frames: np.ndarray, count: int = 4, min_height: int = 192) -> np.ndarray:

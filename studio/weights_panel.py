@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from engine.variants import VARIANTS, get_variant
+from engine.options import VARIANTS, get_variant
 
 
 def status_markdown(variant_name: str, weights_dir: str) -> str:
@@ -36,7 +36,9 @@ def status_markdown(variant_name: str, weights_dir: str) -> str:
             if partial:
                 lines.append(f"{weights.format_bytes(sum(partial.values()))} of {len(partial)} unfinished "
                              f"file{'s' if len(partial) > 1 else ''} already here: the download continues where it stopped.")
-    return "\n\n".join(lines)
+    # The page shows the folder as the studio was started with it (relative), never the server's full path.
+    from engine.redact import redact_text
+    return redact_text("\n\n".join(lines))
 
 
 def is_complete(variant_name: str, weights_dir: str) -> bool:
@@ -53,16 +55,20 @@ def variant_choices(weights_dir: str) -> list[tuple[str, str]]:
     return out
 
 
-def make_tiny(weights_dir: str, timeout_s: float = 600) -> str:
-    """Run `python -m engine make-tiny` in a child process; returns its last output line."""
+def make_tiny(weights_dir: str, timeout_s: float = 600, model: str | None = None) -> str:
+    """Run `python -m engine make-tiny` (for `model`, else the tiny HuMo variant) in a child process; returns its last output line (folders
+    named as the studio was given them, not by their server path)."""
+    from engine.redact import redact_text
+
     root = Path(__file__).resolve().parent.parent
     env = dict(os.environ, PYTHONPATH=str(root) + os.pathsep + os.environ.get("PYTHONPATH", ""))
-    proc = subprocess.run([sys.executable, "-m", "engine", "make-tiny", weights_dir], cwd=str(root), env=env,
+    proc = subprocess.run([sys.executable, "-m", "engine", "make-tiny", weights_dir,
+                           *(["--model", model] if model else [])], cwd=str(root), env=env,
                           capture_output=True, text=True, timeout=timeout_s)
     text = (proc.stdout + proc.stderr).strip().splitlines()
     if proc.returncode != 0:
-        raise RuntimeError(text[-1] if text else f"make-tiny failed with exit code {proc.returncode}")
-    return text[-1] if text else "Tiny weights written."
+        raise RuntimeError(redact_text(text[-1]) if text else f"make-tiny failed with exit code {proc.returncode}")
+    return redact_text(text[-1]) if text else "Tiny weights written."
 
 
 class DownloadProgress:

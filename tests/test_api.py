@@ -4,13 +4,13 @@ reuse_settings returns the run's settings; a fast mode and a memory plan travel 
 /memory_plan answers with the engine's choice and estimate; bad input is a readable message."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
 from gradio_client import Client, handle_file
 
-from conftest_ui import StudioProcess, portrait, spoken_clip
+from conftest_ui import StudioProcess, make_tiny_weights, portrait, spoken_clip
+from tests.waiting import wait_until
 
 PROMPT = "A man with short brown hair speaks to the camera."
 
@@ -18,12 +18,10 @@ PROMPT = "A man with short brown hair speaks to the camera."
 @pytest.fixture(scope="module")
 def studio(tmp_path_factory):
     root = tmp_path_factory.mktemp("studio-api")
-    # No weights at all: the studio must start anyway; the first test makes the tiny ones through the API.
-    app = StudioProcess(root / "weights", root / "outputs", root / "app.log").start()
-    client = Client(app.url, verbose=False, download_files=str(root / "downloads"))
-    yield {"app": app, "client": client, "root": root,
-           "photo": portrait(root / "portrait.png"), "voice": spoken_clip(root / "voice.wav", "Good morning!")}
-    app.stop()
+    with StudioProcess(make_tiny_weights(root / "weights"), root / "outputs", root / "app.log") as app:
+        client = Client(app.url, verbose=False, download_files=str(root / "downloads"))
+        yield {"app": app, "client": client, "root": root,
+               "photo": portrait(root / "portrait.png"), "voice": spoken_clip(root / "voice.wav", "Good morning!")}
 
 
 def generate_args(s, prompt=PROMPT, width=128, steps=6, seed=99):
@@ -42,12 +40,14 @@ def test_api_lists_every_action(studio):
         assert name in names, f"{name} missing from {sorted(names)}"
 
 
-def test_make_tiny_weights_from_the_studio(studio):
-    client = studio["client"]
-    assert "weights are not ready" in client.predict("tiny", api_name="/weights_status")
-    status, _variant = client.predict("tiny", api_name="/make_tiny_weights")
-    assert "weights present" in status, status
-    assert (studio["root"] / "weights" / "tiny").is_dir()
+def test_make_tiny_weights_from_the_studio(tmp_path):
+    """No weights at all: the studio starts anyway, and makes the tiny ones through the API."""
+    with StudioProcess(tmp_path / "weights", tmp_path / "outputs", tmp_path / "app.log") as app:
+        client = Client(app.url, verbose=False)
+        assert "weights are not ready" in client.predict("tiny", api_name="/weights_status")
+        status, _variant = client.predict("tiny", api_name="/make_tiny_weights")
+        assert "weights present" in status, status
+        assert (tmp_path / "weights" / "tiny").is_dir()
 
 
 def test_preset_fills_the_settings(studio):
@@ -60,8 +60,7 @@ def test_preset_fills_the_settings(studio):
 def test_generate_streams_progress_and_returns_video(studio):
     client = studio["client"]
     job = client.submit(*generate_args(studio), api_name="/generate")
-    while not job.done():
-        time.sleep(0.05)
+    job.result(timeout=300)
     outputs = job.outputs()
     assert len(outputs) >= 3, f"expected streamed updates, got {len(outputs)}"
     statuses = [o[0] for o in outputs if o and isinstance(o[0], str)]
@@ -121,12 +120,12 @@ def test_memory_plan_for_this_machine(studio):
     else:
         assert answer["device"] == "cpu" and answer["plan"] == "cpu" and answer["budget_bytes"] is None
         assert any("CPU" in n for n in answer["notes"])
-    with pytest.raises(Exception, match="Unknown variant"):
+    with pytest.raises(Exception, match="Unknown model"):
         studio["client"].predict("no-such-model", 128, 96, 17, api_name="/memory_plan")
 
 
 def test_fast_mode_and_plan_travel_with_the_run(studio):
-    from engine.fast import FAST_MODES
+    from engine.humo.fast import FAST_MODES
 
     client = studio["client"]
     local = client.predict("tiny", 128, 96, 17, "TIA", api_name="/memory_plan")
@@ -169,20 +168,38 @@ def test_a_batch_with_random_seeds_over_the_api(studio):
     assert client.predict(found["entries"][1]["id"], False, api_name="/gallery_star")["starred"] is False
 
 
+def test_generate_takes_named_inputs_and_the_rest_default(studio):
+    """The named form: only the inputs a caller cares about; the others take the page's values or
+    the model's defaults. The old positional form (the tests above) keeps working."""
+    client = studio["client"]
+    names = [p["parameter_name"] for p in
+             client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]]
+    assert names[:6] == ["variant", "mode", "prompt", "negative_prompt", "images", "audio"] and names[-1] == "runs"
+    status, _preview, video, summary, _grid = client.predict(
+        variant="tiny", mode="TA", prompt="Named inputs over the API.", audio=handle_file(str(studio["voice"])),
+        match_audio=False, frames=9, steps=2, seed=11, width=128, height=96, api_name="/generate")
+    assert "Done:" in status, status
+    assert "9 frames" in summary and "128×96" in summary and "seed 11" in summary, summary
+    assert Path(video).stat().st_size > 0
+    refused = client.predict(variant="tiny", mode="TA", audio=handle_file(str(studio["voice"])), api_name="/generate")[0]
+    assert "prompt is empty" in refused, refused
+
+
 def test_cancel_from_another_page_leaves_the_run_alone(studio):
     """On a shared link each visitor is a page (session): only the page that started a run cancels it."""
-    import time
 
     owner, other = studio["client"], Client(studio["app"].url, verbose=False)
     job = owner.submit(*generate_args(studio, prompt="A long take to cancel.", steps=100, seed=5),
                        api_name="/generate")
-    deadline = time.monotonic() + 120
-    while "Denoising" not in str((job.outputs() or [[""]])[-1][0]) and time.monotonic() < deadline:
-        time.sleep(0.2)
-    assert "Denoising" in str(job.outputs()[-1][0]), job.outputs()[-1:]
+    def step_now() -> int:
+        last = str((job.outputs() or [[""]])[-1][0])
+        return int(last.split('data-step="')[1].split('"')[0]) if 'data-step="' in last else 0
+
+    wait_until(step_now, 120, "the run to start denoising")
     refused = other.predict(api_name="/cancel")
     assert "started from another page" in refused, refused
-    time.sleep(1.0)
+    refused_at = step_now()
+    wait_until(lambda: job.done() or step_now() >= refused_at + 2, 120, "two more steps after the refusal")
     assert not job.done() and "Denoising" in str(job.outputs()[-1][0]), "the other page stopped the run"
     owner.predict(api_name="/cancel")            # returns once the run's stream has said its last line
     job.result(timeout=60)
@@ -201,26 +218,28 @@ def test_batch_seeds():
     assert len(set(drawn)) == 16 and all(0 <= s <= MAX_SEED for s in drawn)
 
 
-def test_batch_control_belongs_to_one_batch():
-    from studio.jobs import BatchControl
-    control = BatchControl()
-    assert control.stop() is False                      # nothing going: nothing to stop
-    first = control.begin()
-    assert not control.stopped, "a new batch starts with a clean flag"
-    assert control.stop() is True and control.stopped
-    second = control.begin()
-    control.end(first)                                  # the cancelled batch winds down late
-    assert control.active and not control.stopped
-    control.end(second)
-    assert not control.active
+def test_a_run_belongs_to_one_click_and_one_page():
+    from studio.jobs import RunSlot
+    slot = RunSlot()
+    assert slot.stop_for("page-a") == ("none", None)      # nothing going: nothing to stop
+    first = slot.begin(owner="page-a")
+    assert not first.stopped, "a new run starts with a clean flag"
+    assert slot.stop_for("page-b") == ("other", None) and not first.stopped
+    assert slot.stop_for(None) == ("other", None) and not first.stopped   # no session owns nothing
+    assert slot.stop_for("page-a") == ("stopped", first) and first.stopped
+    second = slot.begin(owner="page-b")
+    slot.end(first)                                     # the cancelled run winds down late
+    assert slot.current is second and not second.stopped and first.wait_ended(0)
+    slot.end(second)
+    assert slot.current is None
 
 
 def test_bad_input_is_a_message_and_the_app_keeps_serving(studio):
     client = studio["client"]
-    status = client.predict(*generate_args(studio, width=100), api_name="/generate")[0]
-    assert "not a multiple of 16" in status and "Traceback" not in status
+    status = client.predict(*generate_args(studio, width=8000), api_name="/generate")[0]
+    assert "Width must be between 32 and 2048 pixels, not 8000." in status and "Traceback" not in status
     status = client.predict(*generate_args(studio, prompt=""), api_name="/generate")[0]
     assert "prompt is empty" in status
     status = client.predict(*generate_args(studio), "auto", "exact", "auto", False, 40, api_name="/generate")[0]
-    assert "Runs must be 1 to 16" in status and "Traceback" not in status
+    assert "Runs must be between 1 and 16, not 40." in status and "Traceback" not in status
     assert "weights present" in client.predict("tiny", api_name="/weights_status")

@@ -1,8 +1,8 @@
 """The studio end to end in a real browser: the real app (child process), the real engine on
 the tiny variant (weights made by `python -m engine make-tiny`), headless Debian Chromium.
 
-One app and one browser serve the whole module; the tests run in file order and build on
-each other (a finished run feeds the gallery, reuse and restart tests).
+One app and one browser serve the whole module. Each test stands alone: the tests that need a
+finished run (reuse, restart) get one from the `finished_run` fixture, made over the API.
 """
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ import re
 import pytest
 from playwright.sync_api import sync_playwright
 
-from conftest_ui import (ASSETS, StudioProcess, launch_browser, make_tiny_weights, open_studio, portrait,
-                        run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
+from conftest_ui import (ASSETS, StudioProcess, assert_no_page_errors, launch_browser, make_tiny_weights,
+                        new_page, open_studio, portrait, run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
                         upload_audio, upload_images, video_ready_state, wait_status, watch_run)
 
 PROMPT = "A young man with short brown hair talks to the camera, blue sky behind him."
@@ -31,25 +31,43 @@ def env(tmp_path_factory):
         "photo": portrait(inputs / "portrait.png"),
         "voice": spoken_clip(inputs / "voice.wav", "Hello there, nice to meet you."),
     }
-    app = StudioProcess(weights, data["outputs"], root / "app.log").start()
-    data["app"] = app
-    with sync_playwright() as pw:
-        browser = launch_browser(pw)
-        data["browser"] = browser
-        yield data
-        browser.close()
-    data["app"].stop()
+    data["app"] = StudioProcess(weights, data["outputs"], root / "app.log")
+    try:
+        data["app"].start()
+        with sync_playwright() as pw:
+            browser = launch_browser(pw)
+            data["browser"] = browser
+            try:
+                yield data
+            finally:
+                browser.close()
+    finally:
+        data["app"].stop()
 
 
 @pytest.fixture
 def page(env):
-    page = env["browser"].new_page(viewport={"width": 1400, "height": 1300})
-    errors: list[str] = []
-    page.on("pageerror", lambda err: errors.append(str(err)))
+    page = new_page(env["browser"], viewport={"width": 1400, "height": 1300})
     open_studio(page, env["app"].url)
     yield page
     page.close()
     assert env["app"].alive(), f"the studio died:\n{env['app'].log()}"
+    assert_no_page_errors(page)
+
+
+@pytest.fixture(scope="module")
+def finished_run(env) -> str:
+    """The gallery id of a finished tiny run with the form's settings (PROMPT, 8 steps, seed 1234,
+    17 frames), made over the API so that a test needing one does not depend on another test."""
+    from gradio_client import Client, handle_file
+
+    client = Client(env["app"].url, verbose=False)
+    status = client.predict(variant="tiny", mode="TIA", prompt=PROMPT, images=[handle_file(str(env["photo"]))],
+                            audio=handle_file(str(env["voice"])), match_audio=False, frames=17, steps=8, seed=1234,
+                            width=128, height=96, api_name="/generate")[0]
+    found = re.search(r"Done: (\S+?)<", status) or re.search(r"Done: (\S+)", status)
+    assert found, status
+    return found.group(1)
 
 
 def fill_tiny_run(page, env, prompt=PROMPT, steps=8, seed=1234, frames=17):
@@ -62,10 +80,12 @@ def fill_tiny_run(page, env, prompt=PROMPT, steps=8, seed=1234, frames=17):
     set_number(page, "seed", seed)
 
 
-def gallery_ids(page) -> int:
+def gallery_ids(page, at_least: int = 1) -> int:
+    """Open the Gallery tab; the number of tiles once at least `at_least` have appeared."""
     page.locator("#main-tabs").get_by_role("tab", name="Gallery").click()
-    page.wait_for_timeout(300)
-    return page.locator("#gallery-grid img, #gallery-grid video").count()
+    tiles = "#gallery-grid img, #gallery-grid video"
+    page.wait_for_function(f"() => document.querySelectorAll({tiles!r}).length >= {at_least}", timeout=30_000)
+    return page.locator(tiles).count()
 
 
 def test_generate_streams_previews_then_plays_video_and_lands_in_gallery(env, page):
@@ -83,7 +103,6 @@ def test_generate_streams_previews_then_plays_video_and_lands_in_gallery(env, pa
     info = page.locator("#result-info").inner_text()
     assert "saved to the gallery" in info and "seed 1234" in info
     screenshot(page, "result")
-    env["entry_id"] = re.search(r"saved to the gallery as (\S+)", info).group(1)
 
     page.reload()
     open_studio(page, env["app"].url)
@@ -91,16 +110,15 @@ def test_generate_streams_previews_then_plays_video_and_lands_in_gallery(env, pa
     screenshot(page, "gallery")
 
 
-def test_reuse_settings_restores_the_form(env, page):
-    assert env.get("entry_id"), "needs the run of the first test"
+def test_reuse_settings_restores_the_form(env, page, finished_run):
     set_text(page, "prompt", "something else entirely")
     set_number(page, "steps", 3)
     set_number(page, "seed", 7)
     page.locator("#main-tabs").get_by_role("tab", name="Gallery").click()
-    page.locator("#gallery-grid img, #gallery-grid video").first.click()
-    page.wait_for_function("() => (document.querySelector('#entry-id input, #entry-id textarea')?.value || '')"
-                           ".length > 0", timeout=90_000)
-    assert page.locator("#entry-info").inner_text().strip()
+    page.locator("#entry-id input, #entry-id textarea").first.fill(finished_run)
+    page.locator("#entry-id input, #entry-id textarea").first.press("Enter")
+    page.wait_for_function("() => (document.querySelector('#entry-info')?.innerText || '').trim().length > 0",
+                           timeout=90_000)
     page.locator("#reuse-btn").click()
     page.wait_for_function(
         f"() => document.querySelector('#prompt textarea')?.value === {PROMPT!r}", timeout=90_000)
@@ -124,7 +142,7 @@ def test_cancel_stops_a_run_and_the_next_run_works(env, page):
     except Exception:
         raise AssertionError(f"no cancel: status {status_text(page)!r}\n{env['app'].log()}") from None
     assert "Ready for the next run" in text
-    page.wait_for_timeout(1500)
+    wait_run_ended(env)
     assert "Cancelled" in status_text(page), "the cancelled run kept going"
     screenshot(page, "cancelled")
 
@@ -160,19 +178,30 @@ def test_vocal_preview_gives_two_playable_stems(env, page):
     screenshot(page, "vocal-isolation")
 
 
-def test_gallery_survives_an_app_restart(env):
+def test_gallery_survives_an_app_restart(env, finished_run):
     app: StudioProcess = env["app"]
     app.stop()
-    env["app"] = app = StudioProcess(env["weights"], env["outputs"], env["root"] / "app2.log").start()
-    page = env["browser"].new_page(viewport={"width": 1400, "height": 1000})
+    app.start()
+    page = new_page(env["browser"], viewport={"width": 1400, "height": 1000})
     try:
         open_studio(page, app.url)
-        assert gallery_ids(page) >= 2
-        page.locator("#entry-id input, #entry-id textarea").first.fill(env["entry_id"])
+        assert gallery_ids(page) >= 1
+        page.locator("#entry-id input, #entry-id textarea").first.fill(finished_run)
         page.locator("#entry-id input, #entry-id textarea").first.press("Enter")
         assert video_ready_state(page, "#entry-video video") == 4
+        assert_no_page_errors(page)
     finally:
         page.close()
+
+
+def wait_run_ended(env) -> None:
+    """Wait until the studio has no run going (its stream has sent its last line): a Cancel from
+    another client then finds nothing to cancel."""
+    from gradio_client import Client
+
+    from tests.waiting import wait_until
+    client = Client(env["app"].url, verbose=False)
+    wait_until(lambda: "Nothing to cancel" in client.predict(api_name="/cancel"), 60, "the run to end")
 
 
 def open_performance(page) -> str:
@@ -188,7 +217,7 @@ def test_performance_panel_and_controls_follow_mode_and_model(env, page):
     fast mode approximate. Only the guidance the model + mode use is shown; Text + Image has no audio."""
     import torch
 
-    from engine.fast import FAST_MODES
+    from engine.humo.fast import FAST_MODES
 
     line = open_performance(page)
     assert "Tiny" in line and "128×96" in line, line

@@ -3,14 +3,14 @@ Hub on 127.0.0.1, recording the voice clip with the (fake) microphone, and the c
 
 Real parts throughout: the app in a child process, the engine's downloader and the tiny
 variant's weights (made by `python -m engine make-tiny`), headless Debian Chromium whose fake
-microphone plays an espeak-ng clip. Tests in this file run in file order and share two apps.
+microphone plays an espeak-ng clip. Each test stands alone: the download tests get a fresh app
+and stand-in Hub each, the microphone and compile tests share one tiny app.
 """
 from __future__ import annotations
 
 import json
 import re
 import sys
-import time
 from http.server import ThreadingHTTPServer
 import threading
 from contextlib import contextmanager
@@ -39,6 +39,11 @@ class SlowHub(FakeHub):
     def __init__(self, port: int, bytes_per_s: int) -> None:
         super().__init__()
         self.port, self.bytes_per_s = port, bytes_per_s
+        self.pace = threading.Event()
+
+    def stop(self) -> None:
+        self.pace.set()
+        super().stop()
 
     def start(self) -> "SlowHub":
         class Handler(_Handler):
@@ -55,7 +60,7 @@ class SlowHub(FakeHub):
                 for i in range(0, len(body), chunk):
                     self.wfile.write(body[i:i + chunk])
                     self.wfile.flush()
-                    time.sleep(0.02)
+                    self.hub.pace.wait(0.02)      # the bandwidth limit; stop() lifts it
 
         Handler.hub = self
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
@@ -114,29 +119,42 @@ def env(tmp_path_factory):
         browser.close()
 
 
-@pytest.fixture(scope="module")
-def hub_app(env):
+@pytest.fixture
+def hub_app(env, tmp_path):
     """The studio on HuMo-1.7B with an empty weights folder, pointed at a stand-in Hub that is
-    not answering yet (the first test needs it unreachable)."""
-    root = env["root"]
+    not answering yet (a test starts it when it wants it reachable)."""
     hub = SlowHub(free_port(), HUB_BYTES_PER_S)
     for repo_id, files in release_from_tiny(env["tiny"]).items():
         hub.add_repo(repo_id, files)
-    app = StudioProcess(root / "hub-weights", root / "hub-outputs", root / "hub-app.log", variant="humo-1.7b",
+    app = StudioProcess(tmp_path / "hub-weights", tmp_path / "hub-outputs", tmp_path / "hub-app.log",
+                        variant="humo-1.7b",
                         env={"HF_ENDPOINT": f"http://127.0.0.1:{hub.port}", "HF_HUB_OFFLINE": "0",
-                             "HF_HOME": str(root / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"}).start()
-    yield {"app": app, "hub": hub, "weights": root / "hub-weights"}
-    app.stop()
-    hub.stop()
+                             "HF_HOME": str(tmp_path / "hf-home"), "HF_HUB_DISABLE_TELEMETRY": "1"})
+    try:
+        with app:
+            yield {"app": app, "hub": hub, "weights": tmp_path / "hub-weights"}
+    finally:
+        hub.stop()
 
 
 @pytest.fixture(scope="module")
 def tiny_app(env):
     root = env["root"]
     # Dynamo's INFO log says when it traces a compiled graph: proof that the DiT really ran compiled.
-    app = StudioProcess(env["tiny"], root / "outputs", root / "tiny-app.log", env={"TORCH_LOGS": "dynamo"}).start()
-    yield app
-    app.stop()
+    with StudioProcess(env["tiny"], root / "outputs", root / "tiny-app.log", env={"TORCH_LOGS": "dynamo"}) as app:
+        yield app
+
+
+@pytest.fixture(scope="module")
+def uncompiled_run(env, tiny_app) -> str:
+    """A finished tiny run without compile on `tiny_app` (over the API): its engine is then loaded
+    uncompiled. Returns the status line."""
+    from gradio_client import Client, handle_file
+    status = Client(tiny_app.url, verbose=False).predict(
+        variant="tiny", mode="TA", prompt=PROMPT, audio=handle_file(str(env["voice"])), match_audio=False,
+        frames=5, steps=2, seed=1, width=128, height=96, compile=False, api_name="/generate")[0]
+    assert "Done:" in status, f"{status}\n{tiny_app.log()}"
+    return status
 
 
 @contextmanager
@@ -273,7 +291,10 @@ def record_clip(page, seconds: float) -> None:
     box = page.locator("#audio-in")
     box.locator("button[aria-label='Record audio']").click()
     box.locator("button.record-button").click()
-    page.wait_for_timeout(int(seconds * 1000))
+    # Record for `seconds` by the page's own clock (a recording length, not a wait for something).
+    page.evaluate("() => { window.__recordStart = performance.now(); }")
+    page.wait_for_function(f"() => performance.now() - window.__recordStart >= {seconds * 1000}",
+                           timeout=int(seconds * 1000) + 30_000)
     box.locator("button.stop-button").click()
     page.wait_for_function(
         "() => { const t = document.querySelector('#audio-info')?.innerText || '';"
@@ -311,7 +332,6 @@ def test_recorded_microphone_clip_drives_a_tiny_run(env, tiny_app):
         frames = result_frames(page)
         assert (frames - 1) % 4 == 0 and abs(frames / 25 - seconds) <= 0.25, (frames, seconds)
         screenshot(page, "mic-result")
-        env["tiny_run_done"] = True
         assert not errors, errors
 
 
@@ -325,8 +345,7 @@ def entry_record(outputs: Path, entry_id: str) -> dict:
 TRACED = "torchdynamo start tracing"
 
 
-def test_compile_checkbox_runs_compiled_and_says_so(env, tiny_app):
-    assert env.get("tiny_run_done"), "needs the uncompiled run of the microphone test"
+def test_compile_checkbox_runs_compiled_and_says_so(env, tiny_app, uncompiled_run):
     assert TRACED not in tiny_app.log(), "an uncompiled run traced a graph"
     with studio_page(env, tiny_app, "compile") as (page, errors):
         page.locator("#perf-acc").get_by_text("Performance").first.click()

@@ -14,27 +14,45 @@ import pytest
 from gradio_client import Client
 from playwright.sync_api import sync_playwright
 
-from conftest_ui import (StudioProcess, launch_browser, make_tiny_weights, open_studio, portrait, screenshot,
+from conftest_ui import (StudioProcess, assert_no_page_errors, launch_browser, new_page, make_tiny_weights, open_studio, portrait, screenshot,
                          set_checkbox, set_number, set_text, spoken_clip, status_text, upload_audio, upload_images,
                          wait_status)
+from tests.waiting import wait_until
 
-SOLO = "A juggler in a green hat talks about his morning."
-BATCH = "A violinist in a dark studio explains her bowing."
-OLDER = 30                      # runs already in the gallery when the studio starts
+SOLO = "A baker in a white apron talks about bread."           # made in the page by the run tests
+BATCH = "A cellist in a bright hall explains her bowing."
+JUGGLER = "A juggler in a green hat talks about his morning."      # kept before the studio starts
+VIOLINIST = "A violinist in a dark studio explains her bowing."
+OLDER = 30                      # older Text + Audio runs already in the gallery when the studio starts
 
 
-def older_runs(outputs, thumb, count: int) -> None:
-    """Runs kept earlier (with the studio's own store): any bytes will do for their videos."""
+def older_runs(outputs, thumb, count: int) -> dict[str, str]:
+    """Runs kept earlier (with the studio's own store; any bytes will do for their videos): `count`
+    Text + Audio takes, then one juggler (seed 7) and two violinist runs (seeds 300, 301) in
+    Text + Image + Audio, for the search tests. Returns the ids of the juggler and of older take 3."""
     from engine.request import GenerationRequest
     from studio.gallery import Gallery
 
     video = outputs.parent / "older.mp4"
     video.write_bytes(b"\0\0\0\x18ftypisom" + bytes(4096))
+    ids = {}
     with Gallery(outputs) as g:
         for i in range(count):
             settings = GenerationRequest(prompt=f"Older take {i}: a narrator reads the weather", variant="tiny",
                                          mode="TA", seed=i).to_dict()
-            g.add(video, settings, {"total_s": 1.0}, thumbnail_path=thumb)
+            entry = g.add(video, settings, {"total_s": 1.0}, thumbnail_path=thumb)
+            if i == 3:
+                ids["older3"] = entry.id
+        for prompt, seed in ((JUGGLER, 7), (VIOLINIST, 300), (VIOLINIST, 301)):
+            settings = GenerationRequest(prompt=prompt, variant="tiny", mode="TIA", seed=seed).to_dict()
+            entry = g.add(video, settings, {"total_s": 1.0}, thumbnail_path=thumb)
+            if seed == 7:
+                ids["juggler"] = entry.id
+    return ids
+
+
+def total_runs(env, query: str = "", starred: bool = False) -> int:
+    return api(env, "/gallery_search", query, "", "", starred, 1, 0)["total"]
 
 
 @pytest.fixture(scope="module")
@@ -46,23 +64,26 @@ def env(tmp_path_factory):
     data = {"root": root, "weights": weights, "outputs": root / "outputs",
             "photo": portrait(inputs / "portrait.png"),
             "voice": spoken_clip(inputs / "voice.wav", "Hello, this is a test.")}
-    older_runs(data["outputs"], data["photo"], OLDER)
-    data["app"] = StudioProcess(weights, data["outputs"], root / "app.log").start()
-    with sync_playwright() as pw:
-        browser = launch_browser(pw)
-        data["browser"] = browser
-        yield data
-        browser.close()
-    data["app"].stop()
+    data["ids"] = older_runs(data["outputs"], data["photo"], OLDER)
+    with StudioProcess(weights, data["outputs"], root / "app.log") as app:
+        data["app"] = app
+        with sync_playwright() as pw:
+            browser = launch_browser(pw)
+            data["browser"] = browser
+            try:
+                yield data
+            finally:
+                browser.close()
 
 
 @pytest.fixture
 def page(env):
-    page = env["browser"].new_page(viewport={"width": 1400, "height": 1300})
+    page = new_page(env["browser"], viewport={"width": 1400, "height": 1300})
     open_studio(page, env["app"].url)
     yield page
     page.close()
     assert env["app"].alive(), f"the studio died:\n{env['app'].log()}"
+    assert_no_page_errors(page)
 
 
 def api(env, name: str, *args):
@@ -122,66 +143,74 @@ def wait_count(page, text: str, timeout_ms: int = 30_000) -> str:
 
 
 def test_the_gallery_pages_older_runs(env, page):
+    total = total_runs(env)
+    assert OLDER + 3 <= total <= 48, total          # two pages of 24 hold them all
     open_gallery(page)
-    assert wait_count(page, f"Showing 24 of {OLDER} runs")
+    assert wait_count(page, f"Showing 24 of {total} runs")
     assert tiles(page) == 24
     page.locator("#gallery-more").click()
-    wait_count(page, f"Showing {OLDER} of {OLDER} runs")
-    page.wait_for_function(f"() => document.querySelectorAll('#gallery-grid img').length === {OLDER}", timeout=30_000)
+    wait_count(page, f"Showing {total} of {total} runs")
+    page.wait_for_function(f"() => document.querySelectorAll('#gallery-grid img').length === {total}", timeout=30_000)
     assert not page.locator("#gallery-more").is_visible()
 
 
 def test_one_run_then_a_batch_of_two_each_landing_in_the_gallery(env, page):
-    fill_tiny_run(page, env, SOLO, seed=7, runs=1)
+    before = total_runs(env)
+    fill_tiny_run(page, env, SOLO, seed=717, runs=1)
     page.locator("#generate-btn").click()
     text = wait_status(page, "Done:", "Problem", timeout_ms=180_000)
     assert "Done:" in text, f"run failed: {text}\n{env['app'].log()}"
-    env["solo_id"] = re.search(r"Done: (\S+)", text).group(1)
 
     page.evaluate(WATCH_JS)
     set_text(page, "prompt", BATCH)
-    set_number(page, "seed", 300)
+    set_number(page, "seed", 500)
     set_number(page, "runs", 2)
     page.locator("#generate-btn").click()
     wait_status(page, "Run 2 of 2", "Problem", timeout_ms=240_000)
     # While the second run goes, the first one is in the gallery already.
     open_gallery(page)
-    page.wait_for_function("() => (document.querySelector('#gallery-grid')?.innerText || '').includes('seed 300')",
+    page.wait_for_function("() => (document.querySelector('#gallery-grid')?.innerText || '').includes('seed 500')",
                            timeout=30_000)
     create_tab(page)
     text = wait_status(page, "Done: 2 runs", "Problem", timeout_ms=240_000)
-    assert "Done: 2 runs (seeds 300–301)" in text, f"batch failed: {text}\n{env['app'].log()}"
-    env["batch_ids"] = re.findall(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{6}", text)
-    assert len(env["batch_ids"]) == 2
+    assert "Done: 2 runs (seeds 500–501)" in text, f"batch failed: {text}\n{env['app'].log()}"
+    assert len(re.findall(r"\d{8}-\d{6}-\d{3}-[0-9a-f]{6}", text)) == 2
     seen = page.evaluate("() => window.__batch")
     statuses = seen["status"]
-    first = [i for i, t in enumerate(statuses) if "Run 1 of 2" in t and "seed 300" in t]
-    second = [i for i, t in enumerate(statuses) if "Run 2 of 2" in t and "seed 301" in t]
+    first = [i for i, t in enumerate(statuses) if "Run 1 of 2" in t and "seed 500" in t]
+    second = [i for i, t in enumerate(statuses) if "Run 2 of 2" in t and "seed 501" in t]
     assert first and second and first[0] < second[0], statuses
-    early = [t for t in seen["tiles"] if "seed 300" in t["caps"] and "seed 301" not in t["caps"]]
+    early = [t for t in seen["tiles"] if "seed 500" in t["caps"] and "seed 501" not in t["caps"]]
     assert early and all("Run 2 of 2" in t["status"] for t in early), seen["tiles"]
     summary = page.locator("#result-info").inner_text()
-    assert "2 of 2 runs done" in summary and "seed 300" in summary and "seed 301" in summary
+    assert "2 of 2 runs done" in summary and "seed 500" in summary and "seed 501" in summary
     screenshot(page, "batch-done")
 
     open_gallery(page)
-    assert wait_count(page, f"of {OLDER + 3} runs")
+    assert wait_count(page, f"of {before + 3} runs")
     captions = page.locator("#gallery-grid").inner_text()
-    assert "seed 301" in captions and "seed 300" in captions and "seed 7" in captions
+    assert "seed 501" in captions and "seed 500" in captions and "seed 717" in captions
     # Newest first: the batch's second run, its first, then the single run.
-    assert captions.index("seed 301") < captions.index("seed 300") < captions.index("seed 7")
+    assert captions.index("seed 501") < captions.index("seed 500") < captions.index("seed 717")
 
 
 def test_search_star_and_the_starred_filter(env, page):
-    assert env.get("solo_id"), "needs the runs of the test before"
+    total = total_runs(env)
+    try:
+        search_star_and_filter(env, page, total)
+    finally:
+        api(env, "/gallery_star", env["ids"]["juggler"], False)      # leave no star behind for other tests
+
+
+def search_star_and_filter(env, page, total: int) -> None:
     open_gallery(page)
     set_text(page, "gallery-search", "JUGGLER green")
     page.locator("#gallery-search input, #gallery-search textarea").first.press("Enter")
-    assert wait_count(page, "Showing 1 of 1 matching run") == f"Showing 1 of 1 matching run ({OLDER + 3} in all)"
+    assert wait_count(page, "Showing 1 of 1 matching run") == f"Showing 1 of 1 matching run ({total} in all)"
     assert tiles(page) == 1 and "juggler" in page.locator("#gallery-grid").inner_text().lower()
     page.locator("#gallery-grid img").first.click()
     page.wait_for_function("() => (document.querySelector('#entry-id input, #entry-id textarea')?.value || '')"
-                           f" === {env['solo_id']!r}", timeout=30_000)
+                           f" === {env['ids']['juggler']!r}", timeout=30_000)
     star = page.locator("#entry-star")
     assert "☆ Star" in star.inner_text()
     star.click()
@@ -191,9 +220,9 @@ def test_search_star_and_the_starred_filter(env, page):
 
     set_text(page, "gallery-search", "")
     page.locator("#gallery-search input, #gallery-search textarea").first.press("Enter")
-    wait_count(page, f"Showing 24 of {OLDER + 3} runs")
+    wait_count(page, f"Showing 24 of {total} runs")
     set_checkbox(page, "gallery-starred", True)
-    assert wait_count(page, "matching run (") == f"Showing 1 of 1 matching run ({OLDER + 3} in all)"
+    assert wait_count(page, "matching run (") == f"Showing 1 of 1 matching run ({total} in all)"
     assert tiles(page) == 1 and "juggler" in page.locator("#gallery-grid").inner_text().lower()
     screenshot(page, "gallery-starred")
 
@@ -209,22 +238,27 @@ def test_search_star_and_the_starred_filter(env, page):
 
 
 def test_the_star_survives_a_restart(env):
+    older3 = env["ids"]["older3"]
+    assert api(env, "/gallery_star", older3)["starred"] is True
+    total = total_runs(env)
     app: StudioProcess = env["app"]
     app.stop()
-    env["app"] = app = StudioProcess(env["weights"], env["outputs"], env["root"] / "app2.log").start()
-    page = env["browser"].new_page(viewport={"width": 1400, "height": 1100})
+    app.start()
+    page = new_page(env["browser"], viewport={"width": 1400, "height": 1100})
     try:
         open_studio(page, app.url)
         open_gallery(page)
-        assert wait_count(page, f"Showing 24 of {OLDER + 3} runs")
+        assert wait_count(page, f"Showing 24 of {total} runs")
         set_checkbox(page, "gallery-starred", True)
         wait_count(page, "matching run (")
-        assert tiles(page) == 1
-        assert "★ A juggler in a green hat" in page.locator("#gallery-grid").inner_text()
         found = api(env, "/gallery_search", "", "", "", True, 24, 0)
-        assert [e["id"] for e in found["entries"]] == [env["solo_id"]] and found["entries"][0]["starred"]
+        assert older3 in [e["id"] for e in found["entries"]] and all(e["starred"] for e in found["entries"])
+        assert tiles(page) == found["total"]
+        assert "★ Older take 3" in page.locator("#gallery-grid").inner_text()
+        assert_no_page_errors(page)
     finally:
         page.close()
+        api(env, "/gallery_star", older3, False)
 
 
 def test_cancel_stops_the_current_run_and_the_rest_of_the_batch(env, page):
@@ -245,7 +279,7 @@ def test_cancel_stops_the_current_run_and_the_rest_of_the_batch(env, page):
         raise AssertionError(f"no 'Cancelled' after Cancel: {err}\nstatus now: {status_text(page)!r}\n"
                              f"status history (last 8): {history[-8:]}\napp log:\n{env['app'].log()}") from err
     assert "Ready for the next run" in text, text
-    page.wait_for_timeout(3000)
+    wait_until(lambda: "Nothing to cancel" in api(env, "/cancel"), 60, "the batch's stream to end")
     assert "Cancelled" in status_text(page)
     statuses = page.evaluate("() => window.__batch.status")
     assert not any("Run 3 of 3" in t for t in statuses), statuses

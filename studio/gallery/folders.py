@@ -12,11 +12,13 @@ import json
 import os
 import shutil
 import sqlite3
+import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from engine.errors import EngineError, OutOfResources
+from engine.redact import shown_path
 
 from .records import RECORD_FORMAT, RECORD_NAME, Entry, entry_from_record, is_safe_id
 
@@ -76,6 +78,25 @@ def fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def is_writable(folder: Path) -> bool:
+    """True when a file can be made in `folder` (tried for real: permissions, read-only mounts and
+    immutable folders all count, for root too)."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".write-check-", dir=folder)
+    except OSError:
+        return False
+    os.close(fd)
+    _unlink_quietly(Path(name))
+    return True
+
+
+def not_writable(folder: Path, what: str) -> EngineError:
+    """The message for a change refused because the outputs folder cannot be written."""
+    return EngineError(f"{what}: the outputs folder {shown_path(folder)} is not writable.",
+                       hint="Make it writable (or start the studio with --outputs-dir set to a writable folder), "
+                            "then restart the studio.")
+
+
 def check_free_space(root: Path, *paths: Path | None) -> None:
     """OutOfResources unless `root` has room for copies of `paths` (plus a margin)."""
     need = sum(p.stat().st_size for p in paths if p is not None) + 1024 * 1024
@@ -85,7 +106,7 @@ def check_free_space(root: Path, *paths: Path | None) -> None:
         return
     if free < need:
         raise OutOfResources(
-            f"Not enough disk space to keep the video in the gallery ({_mb(free)} free in {root}, "
+            f"Not enough disk space to keep the video in the gallery ({_mb(free)} free in {shown_path(root)}, "
             f"{_mb(need)} needed).", hint=DISK_FULL_HINT)
 
 
@@ -146,6 +167,10 @@ def is_disk_full(err: BaseException) -> bool:
 def os_error(err: OSError, what: str) -> EngineError:
     if is_disk_full(err):
         return OutOfResources(f"{what}: the disk is full.", hint=DISK_FULL_HINT)
+    if err.errno in (errno.EACCES, errno.EPERM, errno.EROFS):
+        folder = Path(err.filename).parent if err.filename else None
+        return EngineError(f"{what}: {err.strerror} ({shown_path(folder) if folder else 'the outputs folder'} "
+                           "is not writable).", hint="Make the outputs folder writable, then try again.")
     return EngineError(f"{what}: {err.strerror or err}.", hint="Check that the outputs folder is writable.")
 
 

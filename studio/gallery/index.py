@@ -17,11 +17,14 @@ from typing import Any, Callable, Iterable, TypeVar
 
 from engine.errors import EngineError, OutOfResources
 
-from .folders import DISK_FULL_HINT, clean_leftovers, fsync_dir, is_disk_full, os_error, scan_orphan_folders
+from engine.redact import shown_path
+
+from .folders import (DISK_FULL_HINT, clean_leftovers, fsync_dir, is_disk_full, is_writable, not_writable, os_error,
+                      scan_orphan_folders)
 from .records import Entry, inputs_from_record, inputs_to_record, resolved_value
 
 DB_NAME = "gallery.sqlite3"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 _CORRUPT_ERRORS = {"SQLITE_CORRUPT", "SQLITE_NOTADB"}
 
@@ -44,7 +47,8 @@ CREATE TABLE IF NOT EXISTS entries (
     mode        TEXT,
     prompt_fold TEXT NOT NULL DEFAULT '',
     starred     INTEGER NOT NULL DEFAULT 0,
-    missing     INTEGER NOT NULL DEFAULT 0
+    missing     INTEGER NOT NULL DEFAULT 0,
+    owner       TEXT
 );
 CREATE INDEX IF NOT EXISTS entries_created ON entries (created_at DESC, id DESC);
 """
@@ -56,10 +60,11 @@ CREATE INDEX IF NOT EXISTS entries_shown ON entries (missing, created_at DESC, i
 CREATE INDEX IF NOT EXISTS entries_starred ON entries (starred, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS entries_variant ON entries (variant, created_at DESC, id DESC);
 CREATE INDEX IF NOT EXISTS entries_mode ON entries (mode, created_at DESC, id DESC);
+CREATE INDEX IF NOT EXISTS entries_owner ON entries (owner, created_at DESC, id DESC);
 """
 
 COLUMNS = ("id", "created_at", "title", "variant", "seed", "duration", "video", "thumbnail", "settings", "timings",
-           "inputs", "mode", "prompt_fold", "starred")
+           "inputs", "mode", "prompt_fold", "starred", "owner")
 
 
 def fold(text: Any) -> str:
@@ -87,8 +92,15 @@ def _migrate_1_to_2(conn: sqlite3.Connection) -> None:
                      (None if mode is None else str(mode), fold(settings.get("prompt")), entry_id))
 
 
+def _migrate_2_to_3(conn: sqlite3.Connection) -> None:
+    """Version 3: the account that made each run. Older runs were made without accounts (NULL)."""
+    have = {row[1] for row in conn.execute("PRAGMA table_info(entries)")}
+    if "owner" not in have:
+        conn.execute("ALTER TABLE entries ADD COLUMN owner TEXT")
+
+
 # Migrations from version N to N+1, applied in order inside one transaction.
-_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2}
+_MIGRATIONS: dict[int, Callable[[sqlite3.Connection], None]] = {1: _migrate_1_to_2, 2: _migrate_2_to_3}
 
 INSERT = (f"INSERT INTO entries ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})")
 INSERT_OR_IGNORE = INSERT.replace("INSERT", "INSERT OR IGNORE", 1)
@@ -109,7 +121,10 @@ class GalleryIndex:
         try:
             self.root.mkdir(parents=True, exist_ok=True)
         except OSError as err:
-            raise os_error(err, f"Cannot create the outputs folder {self.root}") from None
+            raise os_error(err, f"Cannot create the outputs folder {shown_path(self.root)}") from None
+        # A folder the studio cannot write to still shows its runs: the index is read into memory
+        # (or rebuilt there from the run folders) and every change is refused with a message.
+        self.read_only = not is_writable(self.root)
         self.db_path = self.root / DB_NAME
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
@@ -132,15 +147,51 @@ class GalleryIndex:
     def _open(self) -> None:
         """Open the index, moving a corrupt one aside, then index run folders it does not know."""
         try:
-            try:
-                self._conn = self._connect_checked()
-            except _Corrupt:
-                self._move_corrupt_aside()
-                self._conn = self._connect_checked()
+            if self.read_only:
+                self._conn = self._connect_read_only()
+            else:
+                try:
+                    self._conn = self._connect_checked()
+                except _Corrupt:
+                    self._move_corrupt_aside()
+                    self._conn = self._connect_checked()
             self._reconcile()
         except sqlite3.Error as err:
             self.close()
-            raise db_error(err, f"Cannot open the gallery index {self.db_path}") from None
+            raise db_error(err, f"Cannot open the gallery index {shown_path(self.db_path)}") from None
+
+    def _connect_read_only(self) -> sqlite3.Connection:
+        """An in-memory copy of the index, opened read-only (an unusable one is left out: the run
+        folders fill the copy in `_reconcile`). Changes to it are never written back."""
+        conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        if self.db_path.is_file():
+            # mode=ro reads the WAL too; immutable=1 also works when the WAL's shared memory file
+            # cannot be made in a read-only folder.
+            for flags in ("mode=ro", "mode=ro&immutable=1"):
+                try:
+                    src = sqlite3.connect(f"{self.db_path.as_uri()}?{flags}", uri=True, timeout=self.timeout)
+                    try:
+                        if src.execute("PRAGMA quick_check").fetchone()[0] == "ok":
+                            src.backup(conn)
+                            break
+                    finally:
+                        src.close()
+                except sqlite3.Error:
+                    continue
+        try:
+            self._migrate(conn)
+        except sqlite3.DatabaseError:
+            conn.close()                      # a copy that cannot be migrated: start empty, from the folders
+            conn = sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False)
+            conn.row_factory = sqlite3.Row
+            self._migrate(conn)
+        return conn
+
+    def check_writable(self, what: str) -> None:
+        """EngineError saying the outputs folder is not writable, when it is not."""
+        if self.read_only:
+            raise not_writable(self.root, what)
 
     def _connect_checked(self) -> sqlite3.Connection:
         conn = None
@@ -208,6 +259,8 @@ class GalleryIndex:
     def _recover(self) -> None:
         """The index went bad while open: move it aside and rebuild it from the run folders."""
         self.close()
+        if self.read_only:
+            raise sqlite3.DatabaseError("the gallery index is damaged")
         self._move_corrupt_aside()
         self._conn = self._connect_checked()
         self._reconcile()
@@ -222,7 +275,8 @@ class GalleryIndex:
         conn.execute("BEGIN IMMEDIATE")
         try:
             known = {row[0] for row in conn.execute("SELECT id FROM entries")}
-            clean_leftovers(self.root, known)
+            if not self.read_only:
+                clean_leftovers(self.root, known)
             found, self.unreadable_records = scan_orphan_folders(self.root, known)
             for entry in found:
                 conn.execute(INSERT_OR_IGNORE, self._row_values(entry))
@@ -289,9 +343,10 @@ class GalleryIndex:
         return (entry.id, entry.created_at, entry.title, entry.variant, entry.seed, entry.duration,
                 entry.video.relative_to(self.root).as_posix(),
                 entry.thumbnail.relative_to(self.root).as_posix() if entry.thumbnail else None,
-                json.dumps(entry.settings, ensure_ascii=False), json.dumps(entry.timings, ensure_ascii=False),
+                json.dumps(entry.settings, ensure_ascii=False, allow_nan=False),
+                json.dumps(entry.timings, ensure_ascii=False, allow_nan=False),
                 json.dumps(inputs_to_record(entry.inputs, entry.folder)), entry.mode, fold(entry.prompt),
-                int(bool(entry.starred)))
+                int(bool(entry.starred)), entry.owner)
 
     def _entry_from_row(self, row: sqlite3.Row) -> Entry:
         return Entry(
@@ -301,7 +356,7 @@ class GalleryIndex:
             settings=json.loads(row["settings"]), timings=json.loads(row["timings"]),
             title=row["title"], variant=row["variant"], seed=row["seed"], duration=row["duration"],
             inputs=inputs_from_record(json.loads(row["inputs"] or "{}"), self.root / row["id"]),
-            starred=bool(row["starred"]))
+            starred=bool(row["starred"]), owner=row["owner"])
 
 
 def rollback(conn: sqlite3.Connection) -> None:
@@ -315,6 +370,9 @@ def rollback(conn: sqlite3.Connection) -> None:
 def db_error(err: sqlite3.Error, what: str) -> EngineError:
     if is_disk_full(err):
         return OutOfResources(f"{what}: the disk is full.", hint=DISK_FULL_HINT)
+    if "readonly" in str(err).lower() or getattr(err, "sqlite_errorname", "").startswith("SQLITE_READONLY"):
+        return EngineError(f"{what}: the gallery index is read-only.",
+                           hint="Make the outputs folder and its gallery.sqlite3 writable, then restart the studio.")
     return EngineError(f"{what}: {err}.", hint="Restart the studio; the gallery index is rebuilt from the run folders.")
 
 

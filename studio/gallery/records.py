@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 import uuid
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,7 @@ class Entry:
     duration: float | None             # length of the video in seconds, when known
     inputs: dict[str, Any] = field(default_factory=dict)  # kept copies: audio, audio_source (Path|None), images
     starred: bool = False
+    owner: str | None = None           # the account that made the run (None: made without accounts)
 
     @property
     def folder(self) -> Path:
@@ -91,6 +93,7 @@ def entry_from_record(record: dict[str, Any], folder: Path) -> Entry:
         duration=video_duration(settings),
         inputs=inputs_from_record(record.get("inputs") or {}, folder),
         starred=record.get("starred") is True,
+        owner=_as_str(record.get("owner")),
     )
 
 
@@ -188,8 +191,24 @@ def inputs_to_record(inputs: dict[str, Any], folder: Path) -> dict[str, Any]:
 
 # ---------------------------------------------------------------------- ids and values
 
-def new_id() -> str:
-    now = datetime.now()
+_last_stamp: list[datetime] = []
+_stamp_lock = threading.Lock()
+
+
+def creation_stamp() -> datetime:
+    """Now (UTC, whole milliseconds), strictly later than the previous stamp of this process, so
+    runs saved within one millisecond still keep their order in the gallery."""
+    with _stamp_lock:
+        now = datetime.now(timezone.utc)
+        now = now.replace(microsecond=now.microsecond // 1000 * 1000)
+        if _last_stamp and now <= _last_stamp[0]:
+            now = _last_stamp[0] + timedelta(milliseconds=1)
+        _last_stamp[:] = [now]
+        return now
+
+
+def new_id(stamp: datetime | None = None) -> str:
+    now = (stamp or creation_stamp()).astimezone()
     return f"{now:%Y%m%d-%H%M%S}-{now.microsecond // 1000:03d}-{uuid.uuid4().hex[:6]}"
 
 

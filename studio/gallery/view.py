@@ -39,12 +39,14 @@ class GalleryView:
     def filtered(self) -> bool:
         return bool(self.search or self.variant or self.mode or self.starred)
 
-    def render(self, gallery: Gallery) -> list[tuple[str, str]]:
-        """The grid's tiles (image or video path, caption) for this view; updates ids, count and more."""
-        page = gallery.query(self.search, self.variant or None, self.mode or None, self.starred, limit=self.shown)
+    def render(self, gallery: Gallery, owner: str | None = None) -> list[tuple[str, str]]:
+        """The grid's tiles (image or video path, caption) for this view; updates ids, count and more.
+        `owner`: only that account's runs (None: every run)."""
+        page = gallery.query(self.search, self.variant or None, self.mode or None, self.starred, limit=self.shown,
+                             owner=owner)
         self.ids = [e.id for e in page.entries]
         self.more = page.more
-        total_all = gallery.count() if self.filtered else page.total
+        total_all = gallery.count(owner=owner) if self.filtered else page.total
         self.count_text = count_text(len(page.entries), page.total, total_all, self.filtered)
         return [(str(e.thumbnail if e.thumbnail is not None and e.thumbnail.is_file() else e.video), caption(e))
                 for e in page.entries]
