@@ -1,10 +1,10 @@
 """HuMo Studio: start the Gradio app (also the Hugging Face Space entry point).
 
-    ./launch.sh [--host H] [--port P] [--share] [--auth user:pass] [--variant V]
-                [--weights-dir DIR] [--outputs-dir DIR]
+    ./launch.sh [--host H] [--port P] [--share] [--auth user:pass[,user:pass]] [--auth-file FILE]
+                [--variant V] [--weights-dir DIR] [--outputs-dir DIR] [--max-upload-mb MB]
 
-Every flag has an environment twin (HUMO_HOST, HUMO_PORT, HUMO_SHARE, HUMO_AUTH, HUMO_VARIANT,
-HUMO_WEIGHTS_DIR, HUMO_OUTPUTS_DIR). Nothing heavy is imported here: the models load on the
+Every flag has an environment twin (HUMO_HOST, HUMO_PORT, HUMO_SHARE, HUMO_AUTH, HUMO_AUTH_FILE,
+HUMO_VARIANT, HUMO_WEIGHTS_DIR, HUMO_OUTPUTS_DIR, HUMO_MAX_UPLOAD_MB). Nothing heavy is imported here: the models load on the
 first generation, so the page is up in a few seconds even with no weights on disk.
 """
 from __future__ import annotations
@@ -40,16 +40,55 @@ def mcp_available() -> bool:
     return importlib.util.find_spec("mcp") is not None
 
 
+def space_defaults(config) -> None:
+    """On a Hugging Face Space: listen on every interface, and keep weights and the gallery on the
+    Space's persistent storage (/data) when it has some, unless the environment says otherwise."""
+    if "HUMO_HOST" not in os.environ:
+        config.host = "0.0.0.0"
+    data = os.environ.get("HUMO_SPACE_DATA", "/data")
+    if os.path.isdir(data) and os.access(data, os.W_OK):
+        if "HUMO_WEIGHTS_DIR" not in os.environ:
+            config.weights_dir = os.path.join(data, "weights")
+        if "HUMO_OUTPUTS_DIR" not in os.environ:
+            config.outputs_dir = os.path.join(data, "outputs")
+
+
+def guard_kwargs(config, accounts, share: bool) -> dict:
+    """Gradio's app with the studio's front door (studio.guard) in front: sign-in throttle with
+    accounts, Host names checked without them, nosniff on every response."""
+    from starlette.middleware import Middleware
+
+    from studio.accounts import LoginThrottle
+    from studio.guard import StudioGuard, host_names
+
+    hosts = None if accounts else host_names(config.host, share)
+    return {"middleware": [Middleware(StudioGuard, hosts=hosts, throttle=LoginThrottle() if accounts else None,
+                                      private_dir=os.path.abspath(config.outputs_dir) if accounts else None)]}
+
+
 def main(argv: list[str] | None = None) -> int:
     from studio.config import parse_config
 
     config = parse_config(argv)
     on_space = bool(os.environ.get("SPACE_ID"))
-    if on_space and "HUMO_HOST" not in os.environ:
-        config.host = "0.0.0.0"
+    if on_space:
+        space_defaults(config)
 
+    from pathlib import Path
+
+    import gradio as gr
+
+    from studio.accounts import Accounts
     from studio.app_ui import CSS, build_app
+    from studio.housekeeping import clean_workdir
 
+    accounts = Accounts(config.auth)
+    clean_workdir(Path(config.outputs_dir) / ".work")      # what a crash or a kill left behind
+    if not accounts:
+        # Finished videos and thumbnails are served from the outputs folder as they are: Gradio would
+        # otherwise copy each one into its temp folder (swept by delete_cache). With accounts the
+        # outputs folder stays private (studio.guard): each visitor gets Gradio's copies of their runs.
+        gr.set_static_paths([os.path.abspath(config.outputs_dir)])
     demo = build_app(config)
     demo.queue(default_concurrency_limit=1, max_size=64)
 
@@ -62,15 +101,19 @@ def main(argv: list[str] | None = None) -> int:
             share = False
 
     launch_kwargs = dict(server_name=config.host, server_port=config.port, share=share,
-                         auth=config.auth, inbrowser=config.open_browser, show_error=False,
+                         auth=accounts.verify if accounts else None, app_kwargs=guard_kwargs(config, accounts, share),
+                         inbrowser=config.open_browser, show_error=False,
                          theme=demo.humo_theme, css=CSS, footer_links=["api", "settings"],
-                         allowed_paths=[os.path.abspath(config.outputs_dir)], prevent_thread_lock=True)
+                         allowed_paths=[os.path.abspath(config.outputs_dir)], prevent_thread_lock=True,
+                         max_file_size=config.max_upload_mb * 1024 * 1024)
     if config.mcp and mcp_available():
         launch_kwargs["mcp_server"] = True
     elif config.mcp:
         print("* MCP server off: install gradio[mcp] to serve the studio's tools to MCP clients.", flush=True)
-    if config.auth:
-        launch_kwargs["auth_message"] = "HuMo Studio: sign in"
+    if accounts:
+        from studio.accounts import LoginThrottle
+        # The sign-in page shows only its own "incorrect credentials" line, so it states the rule up front.
+        launch_kwargs["auth_message"] = f"HuMo Studio: sign in. {LoginThrottle().rule()}"
 
     demo.launch(**launch_kwargs)
     print(f"* HuMo Studio ready in {time.perf_counter() - _T0:.2f} s "

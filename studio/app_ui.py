@@ -6,6 +6,7 @@ The page is split by job:
   studio.layout       the components
   studio.form         the form as data: API input order, checks, request, reuse
   studio.generation   the Generate handler (streamed run, then the gallery)
+  studio.dub_tab      the Dub tab (MuseTalk 1.5): first-frame check, streamed run, gallery
   studio.gallery_ui   the Gallery tab: search, filters, paging, stars, reuse
   studio.performance  memory plan, fast mode, attention backend, compile
   studio.status       status line, readable errors, preview strip
@@ -23,15 +24,16 @@ from pathlib import Path
 import gradio as gr
 
 from engine.errors import EngineError
-from engine.variants import VARIANTS, get_variant
+from engine.redact import redact_text
+from engine.options import VARIANTS, get_variant
 from studio import audio_tools, performance, weights_panel
 from studio.config import StudioConfig
 from studio.form import (CUSTOM, FORM_KEYS, MAX_SEED, files_of, image_scale_applies, size_choices, size_key,
                          uses_audio, uses_image)
 from studio.gallery.view import SessionViews
+from studio.dub_tab import wire_dub
 from studio.gallery_ui import wire_gallery
 from studio.generation import make_generate
-from studio.jobs import BATCH
 from studio.layout import ABOUT_MD, CSS, build_layout
 from studio.runtime import EngineOptions, Runtime
 from studio.status import friendly, status_html
@@ -51,23 +53,36 @@ def preset_names(v: str) -> list[tuple[str, str]]:
         return []
 
 
+def _as_sent(payload):
+    return payload
+
+
 def build_app(config: StudioConfig) -> gr.Blocks:
     rt = Runtime(config)
     start_variant = config.variant if config.variant in VARIANTS else "humo-1.7b"
     theme = gr.themes.Soft(font=["ui-sans-serif", "system-ui", "sans-serif"],
                            font_mono=["ui-monospace", "monospace"])   # no web fonts: works offline
 
-    with gr.Blocks(title="HuMo Studio", analytics_enabled=False) as demo:
+    from studio.housekeeping import CACHE_MAX_AGE_S, CACHE_SWEEP_S
+
+    with gr.Blocks(title="HuMo Studio", analytics_enabled=False, delete_cache=(CACHE_SWEEP_S, CACHE_MAX_AGE_S)) as demo:
         demo.humo_theme, demo.humo_css = theme, CSS
         ui = build_layout(config, start_variant)
         form = ui.form
         assert len(form) == len(FORM_KEYS)
+        for comp in form:
+            if isinstance(comp, (gr.Number, gr.Slider)):
+                # Numbers reach the handler as sent: the one request rule (engine.request) answers a
+                # NaN, "abc" or out-of-range value with a sentence, where Gradio's own rounding and
+                # bounds checks would fail with an empty error.
+                comp.preprocess = _as_sent
         wire_form(demo, ui, config, start_variant)
         wire_inputs(ui, rt, config)
         wire_weights(demo, ui, config)
         render_gallery = wire_gallery(demo, ui, rt, config, start_variant, SessionViews())
         engine_note = wire_performance(ui, rt)
         wire_generate(ui, rt, config, render_gallery, engine_note)
+        wire_dub(demo, ui, rt, config, render_gallery)
     return demo
 
 
@@ -177,7 +192,8 @@ def wire_inputs(ui, rt: Runtime, config: StudioConfig) -> None:
             gr.Warning("Add a voice clip first (upload or record).")
             return None, None, "**Problem:** add a voice clip first."
         try:
-            stems = audio_tools.isolate(path, t0, t1, rt.workdir, models_dir=config.weights_dir)
+            stems = audio_tools.isolate(path, t0, t1, rt.prepare_workdir("Cannot separate the voice"),
+                                        models_dir=config.weights_dir)
         except Exception as err:
             msg = friendly(err)
             gr.Warning(msg)
@@ -216,7 +232,8 @@ def wire_weights(demo, ui, config: StudioConfig) -> None:
         download_stop.clear()
         report = weights_panel.DownloadProgress(v, config.weights_dir, lambda f, d: progress(f, desc=d))
         try:
-            W.download(v, config.weights_dir, progress=report, on_message=lambda m: gr.Info(m), cancel=download_stop)
+            W.download(v, config.weights_dir, progress=report, on_message=lambda m: gr.Info(redact_text(m)),
+                       cancel=download_stop)
         except Cancelled:
             gr.Info("Download stopped; what was fetched is kept and the next download continues from there.")
             return weights_panel.status_markdown(v, config.weights_dir), gr.update()
@@ -328,18 +345,18 @@ def wire_generate(ui, rt: Runtime, config: StudioConfig, render_gallery, engine_
     def cancel(request: gr.Request = None):
         """Stop the running generation (and the rest of its batch) started from this page; the studio
         stays ready for the next one. A run started from another page (a shared link) is left alone."""
-        if BATCH.owned_by_another(getattr(request, "session_hash", None)):
+        outcome, run = rt.runs.stop_for(getattr(request, "session_hash", None))   # first: no next run of the batch
+        if outcome == "other":
             return status_html(message="The run going now was started from another page; only that page can "
                                        "cancel it. Yours, if you started one, waits in the queue.")
-        batch = BATCH.stop()          # first: the batch must not start its next run
-        engine = rt.cancel()
-        if not (batch or engine):
+        if outcome == "none":
             return status_html(message="Nothing to cancel.")
+        rt.cancel()
         # The run's own stream ends with its "Cancelled" line; this answer waits for that, and then
         # leaves the status alone (a line written here could land before a progress update still in
         # flight on the stream, which would then overwrite it). No `cancels=`: aborting the stream is
         # what could drop its last line.
-        if BATCH.wait_idle(30.0):
+        if run.wait_ended(30.0):
             return gr.skip()
         return status_html(message="Stopping: the run ends after its current step.")
 

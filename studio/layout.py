@@ -8,7 +8,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from engine.variants import VARIANTS, get_variant
+from engine.options import VARIANTS, get_variant
 from studio import weights_panel
 from studio.config import StudioConfig
 from studio.form import AUTO, EXACT, MAX_RUNS, MAX_SEED, MODE_HELP, MODES, LIPS_ORIGINAL, LIPS_VOICE, RANDOM_SEED, \
@@ -57,7 +57,8 @@ STAR_OFF, STAR_ON = "☆ Star", "★ Starred"
 
 
 def gallery_variant_choices() -> list[tuple[str, str]]:
-    return [("All models", ALL)] + [(v.label, name) for name, v in VARIANTS.items()]
+    return ([("All models", ALL)] + [(v.label, name) for name, v in VARIANTS.items()]
+            + [("MuseTalk 1.5 (dub)", "musetalk-1.5")])
 
 
 def all_preset_choices() -> list[tuple[str, str]]:
@@ -67,6 +68,10 @@ def all_preset_choices() -> list[tuple[str, str]]:
     except Exception as err:      # a broken preset file must not stop the page
         log.warning("presets unavailable: %s", err)
         return []
+
+
+def upload_limit(mb: int) -> str:
+    return f"{mb / 1024:g} GB" if mb >= 1024 and mb % 1024 == 0 else f"{mb} MB"
 
 
 def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
@@ -107,6 +112,8 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                     with gr.Accordion("Negative prompt", open=False):
                         negative = gr.Textbox(label="Negative prompt", lines=2, elem_id="negative-prompt",
                                               placeholder="Empty: the standard Wan negative prompt.")
+                    gr.Markdown(f"Photos and clips: up to {upload_limit(config.max_upload_mb)} per file.",
+                                elem_id="upload-limit")
                     with gr.Group(visible=True) as image_group:
                         images = gr.File(label="Reference photo(s)", file_count="multiple",
                                          file_types=["image"], elem_id="ref-images")
@@ -198,6 +205,9 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                     video = gr.Video(label="Result", interactive=False, elem_id="result-video",
                                      autoplay=False)
                     result_md = gr.Markdown("", elem_id="result-info")
+        # ------------------------------------------------------------------ dub
+        from studio.dub_layout import build_dub_tab
+        dub = build_dub_tab()
         # ------------------------------------------------------------------ gallery
         with gr.Tab("Gallery", id="gallery", elem_id="tab-gallery") as gallery_tab:
             with gr.Row(equal_height=True):
@@ -205,7 +215,8 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                                             elem_id="gallery-search", scale=4)
                 gallery_variant = gr.Dropdown(gallery_variant_choices(), value=ALL, label="Model",
                                               elem_id="gallery-variant", scale=2)
-                gallery_mode = gr.Dropdown([("All modes", ALL)] + [(label, key) for key, label in MODES.items()],
+                gallery_mode = gr.Dropdown([("All modes", ALL)] + [(label, key) for key, label in MODES.items()]
+                                           + [("Dub", "dub")],
                                            value=ALL, label="Mode", elem_id="gallery-mode", scale=2)
                 gallery_starred = gr.Checkbox(False, label="★ Starred only", elem_id="gallery-starred", scale=1)
             with gr.Row():
@@ -226,6 +237,7 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                         star_btn = gr.Button(STAR_OFF, elem_id="entry-star", interactive=False)
                         reuse_btn = gr.Button("Reuse settings", variant="primary", elem_id="reuse-btn")
                         delete_btn = gr.Button("Delete", variant="stop", elem_id="delete-btn")
+                    dub_this_btn = gr.Button("Dub this video", size="sm", elem_id="dub-this-btn")
                     entry_download = gr.DownloadButton("Download MP4", elem_id="entry-download",
                                                        visible=False)
                     entry_settings = gr.JSON(label="Settings", elem_id="entry-settings")
@@ -238,4 +250,5 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
     gallery_filters = [gallery_search, gallery_variant, gallery_mode, gallery_starred]
     names = {k: v for k, v in locals().items() if isinstance(v, (gr.blocks.Block, list, dict))
              and k not in ("config",)}
+    names["dub"] = dub
     return SimpleNamespace(**names)

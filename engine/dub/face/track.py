@@ -1,0 +1,256 @@
+"""The face track of a video: one face box (and, with DWPose, 68 landmarks) or none per frame.
+
+Built once per video as its own stage and cached: detection runs on downscaled frames, on every
+k-th frame (a keyframe), and the boxes in between are interpolated. When a frame shows two or
+more faces the largest is kept (and counted); short runs of keyframes without a face are bridged
+from the neighbouring boxes; longer runs stay faceless (those frames pass through unchanged).
+A video with no face at all is one `InputError`. The track is a small JSON file: cached under
+a key made of the video's sha256, the detector and the track settings, or given by the user.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from engine.errors import InputError
+from engine.media.files import atomic_write
+from engine.media.video_in import VideoInfo, read_frames
+
+TRACK_FORMAT = "humo-face-track"
+TRACK_VERSION = 1
+DETECT_SIDE = 480        # detection sees frames whose longer side is at most this many pixels
+STRIDE = 5               # detect on every STRIDE-th frame, interpolate between
+MAX_GAP = 15             # keyframes with a face at most this many frames apart are bridged
+
+
+@dataclass
+class FaceTrack:
+    boxes: np.ndarray                      # [n, 4] float32 x1, y1, x2, y2 in frame pixels; NaN rows: no face
+    width: int
+    height: int
+    detector: str                          # label of the detector that made it
+    landmarks: np.ndarray | None = None    # [n, 68, 2] float32 (NaN where no face), DWPose only
+    multi_face_frames: int = 0             # keyframes that showed more than one face
+    bridged_frames: int = 0                # frames whose box was bridged over a short gap
+    notices: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.boxes.shape[0])
+
+    def box(self, i: int) -> np.ndarray | None:
+        if i < 0 or i >= len(self) or np.isnan(self.boxes[i, 0]):
+            return None
+        return self.boxes[i]
+
+    def landmarks_at(self, i: int) -> np.ndarray | None:
+        if self.landmarks is None or self.box(i) is None or np.isnan(self.landmarks[i, 0, 0]):
+            return None
+        return self.landmarks[i]
+
+    @property
+    def face_frames(self) -> int:
+        return int(np.count_nonzero(~np.isnan(self.boxes[:, 0])))
+
+    def to_json(self) -> dict:
+        def rows(a):
+            return [None if np.isnan(r.flat[0]) else np.round(r, 2).tolist() for r in a]
+        data = {"format": TRACK_FORMAT, "version": TRACK_VERSION, "detector": self.detector,
+                "width": self.width, "height": self.height, "frames": len(self),
+                "multi_face_frames": self.multi_face_frames, "bridged_frames": self.bridged_frames,
+                "boxes": rows(self.boxes)}
+        if self.landmarks is not None:
+            data["landmarks"] = rows(self.landmarks)
+        return data
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write the track as JSON, atomically."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with atomic_write(path, what="the face track", suffix=".json") as tmp:
+            tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")), encoding="utf-8")
+        return path
+
+
+def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTrack:
+    """Read a track file (as `FaceTrack.save` writes it); check it fits the video when given."""
+    p = Path(path)
+    try:
+        data = json.loads(p.read_text(encoding="utf-8"))
+        if data.get("format") != TRACK_FORMAT:
+            raise ValueError("not a face track")
+        n = int(data["frames"])
+        boxes = np.full((n, 4), np.nan, np.float32)
+        for i, b in enumerate(data["boxes"][:n]):
+            if b is not None:
+                boxes[i] = np.asarray(b, np.float32).reshape(4)
+        landmarks = None
+        if data.get("landmarks") is not None:
+            landmarks = np.full((n, 68, 2), np.nan, np.float32)
+            for i, pts in enumerate(data["landmarks"][:n]):
+                if pts is not None:
+                    landmarks[i] = np.asarray(pts, np.float32).reshape(68, 2)
+        track = FaceTrack(boxes=boxes, width=int(data["width"]), height=int(data["height"]),
+                          detector=str(data.get("detector", "given track file")), landmarks=landmarks,
+                          multi_face_frames=int(data.get("multi_face_frames", 0)),
+                          bridged_frames=int(data.get("bridged_frames", 0)))
+    except FileNotFoundError:
+        raise InputError(f"Face track file not found: {p.name}.") from None
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise InputError(f"{p.name} is not a readable face track file ({str(err)[:80]}).",
+                         hint="Give a file written by the dub command's face track stage.") from None
+    if not np.all(np.isnan(boxes).all(1) | np.isfinite(boxes).all(1)):
+        raise InputError(f"The face track file {p.name} holds invalid box values.")
+    if info is not None:
+        if (track.width, track.height) != (info.width, info.height):
+            raise InputError(f"The face track {p.name} is for a {track.width}x{track.height} video; "
+                             f"this video is {info.width}x{info.height}.")
+        if abs(len(track) - info.frames) > 2:
+            raise InputError(f"The face track {p.name} has {len(track)} frames; this video has {info.frames}.")
+    if track.face_frames == 0:
+        raise InputError(f"The face track {p.name} has no face in any frame.")
+    return track
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def track_key(video_sha256: str, detector_name: str, settings: dict) -> str:
+    text = json.dumps({"video": video_sha256, "detector": detector_name, "version": TRACK_VERSION,
+                       "stride": STRIDE, "detect_side": DETECT_SIDE, "max_gap": MAX_GAP, **settings},
+                      sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def detect_size(info: VideoInfo) -> tuple[int, int]:
+    scale = min(1.0, DETECT_SIDE / max(info.width, info.height))
+    return max(2, int(round(info.width * scale / 2)) * 2), max(2, int(round(info.height * scale / 2)) * 2)
+
+
+def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int = STRIDE, max_gap: int = MAX_GAP,
+                batch: int = 16, check_cancel: Callable[[], None] | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> FaceTrack:
+    """Detect on every `stride`-th frame (and the last), then interpolate and bridge (see module doc)."""
+    import cv2
+
+    small = detect_size(info)
+    sx, sy = info.width / small[0], info.height / small[1]
+    scale_back = np.array([sx, sy, sx, sy], np.float32)
+    keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
+    multi = 0
+    n = 0
+    last = None
+
+    def detect(frame, i):
+        nonlocal multi
+        img = frame if landmarker is None else cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
+        found = detector.detect(img)
+        multi += len(found) > 1
+        box = found[0] * scale_back if found else None
+        pts = landmarker.landmarks(frame, box) if (landmarker is not None and box is not None) else None
+        keys[i] = (box, pts)
+
+    frames = read_frames(info, batch, size=None if landmarker is not None else small)
+    for chunk in frames:
+        if check_cancel is not None:
+            check_cancel()
+        for frame in chunk:
+            if n % stride == 0:
+                detect(frame, n)
+            n += 1
+        last = chunk[-1]
+        if on_progress is not None:
+            on_progress(n, max(n, info.frames))
+    if n == 0:
+        raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded.")
+    if (n - 1) not in keys:
+        detect(last, n - 1)
+    track = _fill(keys, n, max(stride, max_gap), info, detector.label if landmarker is None else landmarker.label)
+    track.multi_face_frames = multi
+    if track.face_frames == 0:
+        raise InputError(f"No face was found anywhere in {Path(info.path).name}.",
+                         hint="Use a video where the person's face is visible and facing the camera.")
+    if multi:
+        track.notices.append(f"Several faces were seen in {multi} of {len(keys)} checked frames: the largest is dubbed.")
+    if track.bridged_frames:
+        track.notices.append(f"Short gaps without a detected face ({track.bridged_frames} frames) were bridged "
+                             "from the neighbouring boxes.")
+    faceless = n - track.face_frames
+    if faceless:
+        track.notices.append(f"No face in {faceless} of {n} frames: those frames are kept unchanged.")
+    track.notices.append(f"Face detector: {track.detector}.")
+    return track
+
+
+def _fill(keys: dict, n: int, bridge: int, info: VideoInfo, label: str) -> FaceTrack:
+    with_landmarks = any(p is not None for _, p in keys.values())
+    boxes = np.full((n, 4), np.nan, np.float32)
+    lms = np.full((n, 68, 2), np.nan, np.float32) if with_landmarks else None
+    order = sorted(keys)
+    good = [k for k in order if keys[k][0] is not None]
+    bridged = 0
+
+    def put(i, a, b):          # frame i from good keyframes a <= i <= b, linearly
+        t = 0.0 if b == a else (i - a) / (b - a)
+        boxes[i] = (1 - t) * keys[a][0] + t * keys[b][0]
+        if lms is not None and keys[a][1] is not None and keys[b][1] is not None:
+            lms[i] = (1 - t) * keys[a][1] + t * keys[b][1]
+
+    for a, b in zip(good, good[1:]):
+        if b - a <= bridge:
+            for i in range(a, b + 1):
+                put(i, a, b)
+            if any(k in keys and keys[k][0] is None for k in range(a + 1, b)):
+                bridged += b - a - 1
+        else:                  # a long gap: hold each box for half a stride, the rest stays faceless
+            half = max(1, (order[1] - order[0]) // 2) if len(order) > 1 else 1
+            for i in range(a, min(a + half, b)):
+                put(i, a, a)
+            for i in range(max(b - half + 1, a), b + 1):
+                put(i, b, b)
+    if good:
+        span = (order[1] - order[0]) if len(order) > 1 else 1
+        for i in range(max(0, good[0] - span + 1), good[0] + 1):
+            put(i, good[0], good[0])
+        for i in range(good[-1], min(n, good[-1] + span)):
+            put(i, good[-1], good[-1])
+    np.clip(boxes, 0, [info.width, info.height, info.width, info.height], out=boxes)
+    return FaceTrack(boxes=boxes, width=info.width, height=info.height, detector=label, landmarks=lms,
+                     bridged_frames=bridged)
+
+
+def face_track(info: VideoInfo, *, cache_dir: str | os.PathLike | None, detector, landmarker=None,
+               track_file: str | os.PathLike | None = None, settings: dict | None = None,
+               check_cancel=None, on_progress=None) -> tuple[FaceTrack, str]:
+    """The video's face track and where it came from ("given", "cache" or "detected").
+
+    A given `track_file` wins; else a cached track with the same key; else one is built (and
+    cached when `cache_dir` is set).
+    """
+    if track_file is not None:
+        return load_track(track_file, info), "given"
+    name = detector.name if landmarker is None else landmarker.name
+    cached = None
+    if cache_dir is not None:
+        cached = Path(cache_dir) / f"{track_key(file_sha256(info.path), name, settings or {})}.json"
+        if cached.is_file():
+            try:
+                track = load_track(cached, info)
+                track.notices.append(f"Face track from the cache (detector: {track.detector}).")
+                return track, "cache"
+            except InputError:
+                pass           # an unreadable cache entry is rebuilt below
+    track = build_track(info, detector, landmarker, check_cancel=check_cancel, on_progress=on_progress)
+    if cached is not None:
+        track.save(cached)
+    return track, "detected"

@@ -1,0 +1,110 @@
+"""One typed dubbing request, and the one function that checks it (torch-free).
+
+Every front end (CLI, studio, API) builds a `DubRequest` and the pipeline calls
+`validate_dub_request` before anything heavy runs: a bad value is refused with one sentence.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from engine.errors import InputError
+
+DUB_MODELS = ("musetalk-1.5",)
+FPS_RULES = ("exact", "official")
+PARSING_MODES = ("jaw", "raw", "neck")
+WHEN_AUDIO_LONGER = ("pingpong", "freeze")
+WHEN_VIDEO_LONGER = ("cut", "keep")
+BBOX_SHIFT_RANGE = (-100, 100)
+EXTRA_MARGIN_RANGE = (0, 200)
+CHEEK_RANGE = (0, 256)
+BATCH_RANGE = (1, 256)
+SEED_RANGE = (0, 2**63 - 1)
+
+
+@dataclass
+class DubRequest:
+    video: str
+    audio: str
+    out_path: str | None = None          # None: a temporary file
+    model: str = "musetalk-1.5"
+    fps_rule: str = "exact"              # exact: windows by exact frame time; official: int(fps) as MuseTalk does
+    bbox_shift: int = 0
+    extra_margin: int = 10
+    parsing_mode: str = "jaw"
+    cheek_left: int = 90
+    cheek_right: int = 90
+    batch_size: int = 8
+    when_audio_longer: str = "pingpong"  # pingpong: cycle the frames forward-backward (official); freeze: hold the last
+    when_video_longer: str = "cut"       # cut: end with the audio; keep: the rest of the video with its own sound
+    seed: int = 0
+    face_track: str | None = None        # a track file to use instead of detecting faces
+    preview: bool = True
+    metadata: dict | None = None         # extra settings to embed in the MP4
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "DubRequest":
+        names = {f.name for f in fields(cls)}
+        return cls(**{k: v for k, v in data.items() if k in names})
+
+    def settings(self) -> dict[str, Any]:
+        """What is stored in the MP4 and returned with the result (no paths of this machine)."""
+        data = self.to_dict()
+        for key in ("out_path", "preview", "metadata"):
+            data.pop(key, None)
+        for key in ("video", "audio", "face_track"):
+            if data[key]:
+                data[key] = str(data[key]).replace("\\", "/").rsplit("/", 1)[-1]
+        return {**(self.metadata or {}), **data, "mode": "dub"}
+
+
+def _integer(name: str, value, bounds: tuple[int, int]) -> int:
+    if isinstance(value, bool) or value is None:
+        raise InputError(f"{name} must be a whole number, got {value!r}.")
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            raise InputError(f"{name} must be a finite whole number, got {value}.")
+        if value != int(value):
+            raise InputError(f"{name} must be a whole number, got {value}.")
+    try:
+        number = int(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
+    lo, hi = bounds
+    if not lo <= number <= hi:
+        raise InputError(f"{name} must be between {lo} and {hi}, got {number}.")
+    return number
+
+
+def _choice(name: str, value, choices: tuple[str, ...]) -> str:
+    text = str(value).strip().lower() if value is not None else ""
+    if text not in choices:
+        raise InputError(f"{name} must be one of {', '.join(choices)}; got {value!r}.")
+    return text
+
+
+def validate_dub_request(req: DubRequest) -> DubRequest:
+    """Check every field; return a copy with normalised values. One `InputError` sentence per problem."""
+    for name in ("video", "audio"):
+        value = getattr(req, name)
+        if value is None or str(value).strip() == "":
+            raise InputError(f"No {name} file was given.", hint=f"Choose the {name} to use for dubbing.")
+    data = req.to_dict()
+    data["model"] = _choice("model", req.model, DUB_MODELS)
+    data["fps_rule"] = _choice("fps_rule", req.fps_rule, FPS_RULES)
+    data["parsing_mode"] = _choice("parsing_mode", req.parsing_mode, PARSING_MODES)
+    data["when_audio_longer"] = _choice("when_audio_longer", req.when_audio_longer, WHEN_AUDIO_LONGER)
+    data["when_video_longer"] = _choice("when_video_longer", req.when_video_longer, WHEN_VIDEO_LONGER)
+    data["bbox_shift"] = _integer("bbox_shift", req.bbox_shift, BBOX_SHIFT_RANGE)
+    data["extra_margin"] = _integer("extra_margin", req.extra_margin, EXTRA_MARGIN_RANGE)
+    data["cheek_left"] = _integer("cheek_left", req.cheek_left, CHEEK_RANGE)
+    data["cheek_right"] = _integer("cheek_right", req.cheek_right, CHEEK_RANGE)
+    data["batch_size"] = _integer("batch_size", req.batch_size, BATCH_RANGE)
+    data["seed"] = _integer("seed", req.seed, SEED_RANGE)
+    if req.metadata is not None and not isinstance(req.metadata, dict):
+        raise InputError("metadata must be a dictionary of settings.")
+    return DubRequest(**data)

@@ -1,0 +1,101 @@
+"""The Dub tab's first-frame check: the face track's detectors on the first frame only, then the
+crop box and the blend mask the run would use, drawn on that frame. Everything comes from the
+engine's own functions (engine.dub.face, engine.dub.blend, engine.dub.pipeline's crop box)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engine.errors import InputError
+
+BOX_COLOUR = (0, 255, 0)          # RGB
+MASK_COLOUR = np.array([255, 0, 160], np.float32)
+MASK_OPACITY = 0.45
+
+
+@dataclass
+class FirstFrameCheck:
+    image: np.ndarray                 # uint8 RGB: the first frame with the box and the mask drawn on it
+    box: tuple[int, int, int, int]    # the crop box (x1, y1, x2, y2) in frame pixels
+    mask_pixels: int                  # pixels the blend mask changes (alpha > 0)
+    notices: list[str] = field(default_factory=list)
+
+
+def first_frame(info) -> np.ndarray:
+    """The video's first frame, uint8 BGR (only that frame is decoded)."""
+    from engine.media.video_in import read_frames
+
+    frames = read_frames(info, 1, max_frames=1)
+    try:
+        chunk = next(iter(frames), None)
+    finally:
+        close = getattr(frames, "close", None)
+        if close is not None:
+            close()
+    if chunk is None or len(chunk) == 0:
+        raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded.")
+    return np.asarray(chunk[0])
+
+
+def check_first_frame(dubber, request) -> FirstFrameCheck:
+    """Detect the face on the first frame as the face track would, and draw the run's crop box and mask.
+    `dubber`: an engine.dub.pipeline.Dubber (its face parser is loaded here if needed)."""
+    import cv2
+
+    from engine import weights
+    from engine.dub.blend import paste_mask
+    from engine.dub.face.parsing import FaceParser
+    from engine.dub.face.track import FaceTrack, detect_size
+    from engine.dub.pipeline import _crop_box
+    from engine.dub.request import validate_dub_request
+    from engine.media.video_in import probe_video
+
+    req = validate_dub_request(request)
+    info = probe_video(req.video)
+    frame = first_frame(info)
+    notices = list(info.notices)
+    dubber._load_detectors()
+    detector, landmarker = dubber.detector, dubber.landmarker
+    # As engine.dub.face.track.build_track: the detector sees the frame scaled to the detection size.
+    small = detect_size(info)
+    sx, sy = info.width / small[0], info.height / small[1]
+    found = detector.detect(cv2.resize(frame, small, interpolation=cv2.INTER_AREA))
+    if not found:
+        raise InputError(f"No face was found in the first frame of {Path(info.path).name}.",
+                         hint="Use a video whose first frame shows the face, facing the camera.")
+    box = found[0] * np.array([sx, sy, sx, sy], np.float32)
+    if len(found) > 1:
+        notices.append(f"{len(found)} faces in the first frame: the largest is dubbed.")
+    points = landmarker.landmarks(frame, box) if landmarker is not None else None
+    label = detector.label if landmarker is None else landmarker.label
+    notices.append(f"Face detector: {label}.")
+    track = FaceTrack(boxes=box[None].astype(np.float32), width=info.width, height=info.height, detector=label,
+                      landmarks=None if points is None else np.asarray(points, np.float32)[None])
+    crop = _crop_box(track, 0, req, info.height)
+    if crop is None:
+        raise InputError("The face in the first frame is too small to dub.", hint="Use a closer shot of the face.")
+    weights.require("musetalk-1.5", dubber.weights_dir)
+    if dubber.parser is None:
+        dubber.parser = FaceParser.load(dubber.models_dir, device=dubber.device)
+    mask = paste_mask(frame, crop, dubber.parser, req.parsing_mode, (req.cheek_left, req.cheek_right))
+    return FirstFrameCheck(draw(frame, crop, mask), crop, int(np.count_nonzero(mask.alpha)), notices)
+
+
+def draw(frame_bgr: np.ndarray, box, mask) -> np.ndarray:
+    """The frame (RGB) with the mask tinted over it and the crop box outlined."""
+    import cv2
+
+    rgb = np.ascontiguousarray(frame_bgr[:, :, ::-1]).astype(np.float32)
+    h, w = rgb.shape[:2]
+    x1, y1, x2, y2 = mask.square
+    alpha = np.zeros((h, w), np.float32)
+    sx1, sy1, sx2, sy2 = max(x1, 0), max(y1, 0), min(x2, w), min(y2, h)
+    if sx2 > sx1 and sy2 > sy1:
+        alpha[sy1:sy2, sx1:sx2] = mask.alpha[sy1 - y1: sy2 - y1, sx1 - x1: sx2 - x1] / 255.0
+    a = (alpha * MASK_OPACITY)[..., None]
+    out = (rgb * (1 - a) + MASK_COLOUR * a).round().clip(0, 255).astype(np.uint8)
+    thickness = max(2, round(max(h, w) / 300))
+    cv2.rectangle(out, (int(box[0]), int(box[1])), (int(box[2]) - 1, int(box[3]) - 1), BOX_COLOUR, thickness)
+    return out

@@ -1,0 +1,95 @@
+"""The studio's /dub and /dub_check endpoints over gradio_client, against the real app in a child
+process with tiny (random) HuMo and MuseTalk 1.5 weights in one weights folder."""
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+from gradio_client import Client, handle_file
+
+from tests.conftest_ui import ROOT, StudioProcess, child_env, make_tiny_weights, portrait, silent_clip
+from tests.dub_fixtures import SPEECH_9S, TALK_704, ffmpeg
+
+
+def short_voice(dst, seconds: float = 0.8, start: float = 0.4):
+    """A short spoken prefix of speech_9s (its first 0.4 s are silence)."""
+    wave, sr = sf.read(str(SPEECH_9S), dtype="float32")
+    sf.write(str(dst), wave[int(start * sr): int((start + seconds) * sr)], sr)
+    return dst
+
+
+def add_tiny_musetalk(weights_dir):
+    proc = subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(weights_dir), "--model", "musetalk-1.5"],
+                          cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return weights_dir
+
+
+@pytest.fixture(scope="module")
+def dub_studio(tmp_path_factory):
+    root = tmp_path_factory.mktemp("dub-api")
+    weights = add_tiny_musetalk(make_tiny_weights(root / "weights"))
+    app = StudioProcess(weights, root / "outputs", root / "studio.log",
+                        env={"HUMO_TRACK_CACHE": str(root / "tracks")})
+    with app:
+        yield {"app": app, "root": root, "voice": short_voice(root / "voice.wav"),
+               "client": Client(app.url, verbose=False, download_files=str(root / "downloads"))}
+
+
+def video_arg(path):
+    return handle_file(str(path))
+
+
+def test_dub_check_draws_box_and_mask(dub_studio):
+    image, text = dub_studio["client"].predict(video=video_arg(TALK_704), audio=handle_file(str(dub_studio["voice"])),
+                                               api_name="/dub_check")
+    assert "Crop box" in text and "Face detector" in text, text
+    import cv2
+    drawn = cv2.imread(image)[:, :, ::-1]
+    assert drawn.shape == (1216, 704, 3)
+    green = (drawn[..., 1] == 255) & (drawn[..., 0] == 0) & (drawn[..., 2] == 0)
+    assert green.sum() > 500, "no crop box outline"
+    pink = (drawn[..., 0].astype(int) - drawn[..., 1] > 60) & (drawn[..., 2].astype(int) - drawn[..., 1] > 30)
+    assert pink.sum() > 200, "no blend mask tint"
+
+
+def test_dub_runs_and_lands_in_gallery(dub_studio):
+    client = dub_studio["client"]
+    status, _preview, video, summary, _grid = client.predict(
+        video=video_arg(TALK_704), audio=handle_file(str(dub_studio["voice"])), batch_size=4, api_name="/dub")
+    assert "Done:" in status, status
+    path = video["video"] if isinstance(video, dict) else video
+    from engine.media.video_in import probe_video
+    info = probe_video(path)
+    assert (info.width, info.height) == (704, 1216)
+    assert 18 <= info.frames <= 22, info.frames      # 0.8 s of voice at 25 fps, the video cut there
+    found = client.predict(mode="dub", variant="musetalk-1.5", api_name="/gallery_search")
+    entry_id = status.split("Done:")[1].split("<")[0].strip()
+    assert entry_id in [e["id"] for e in found["entries"]], found
+    assert all(e["mode"] == "dub" for e in found["entries"])
+
+
+def test_dub_bad_inputs_give_one_line(dub_studio):
+    root, client = dub_studio["root"], dub_studio["client"]
+    voice = handle_file(str(dub_studio["voice"]))
+    noface = root / "noface.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=size=320x240:rate=25", "-t", "1", "-pix_fmt", "yuv420p", str(noface))
+    corrupt = root / "corrupt.mp4"
+    corrupt.write_bytes(b"\x00\x00\x00\x18ftypmp42" + bytes(range(256)) * 20)
+    audio_only = root / "audio_only.mp4"
+    ffmpeg("-i", str(SPEECH_9S), "-t", "1", "-c:a", "aac", str(audio_only))
+    photo = portrait(root / "photo.png")
+    cases = {"image as video": (photo, voice), "no face": (noface, voice), "corrupt": (corrupt, voice),
+             "no video stream": (audio_only, voice),
+             "silent voice": (TALK_704, handle_file(str(silent_clip(root / "silent.wav"))))}
+    for name, (video, audio) in cases.items():
+        status = client.predict(video=video_arg(video), audio=audio, batch_size=4, api_name="/dub")[0]
+        assert "Problem:" in status and "Traceback" not in status, (name, status)
+        assert status.count("<div") == 1, (name, status)
+        _img, text = client.predict(video=video_arg(video), audio=audio, api_name="/dub_check")
+        assert text.startswith("**Problem:**") and "\n" not in text, (name, text)
+        print(f"{name}: {text}")
+    assert dub_studio["app"].alive()

@@ -1,0 +1,157 @@
+"""The streaming dub pipeline on tiny MuseTalk weights and the real clips: the frames it encodes.
+
+Each test dubs a handful of frames only (each dubbed frame runs BiSeNet at 512x512 and the VAE
+twice): the points are which source frame each output shows, that everything outside the face
+is the source exactly, and the lengths. The MP4 side is in test_dub_cli.py.
+"""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from engine.dub.blend import expanded_square
+from engine.dub.cycle import output_sources
+from engine.dub.lengths import ping_pong_frame, plan_lengths
+from engine.dub.pipeline import Dubber, _crop_box
+from engine.dub.request import DubRequest
+from engine.media.video_in import read_frames
+from tests.dub_fixtures import SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, wav_prefix
+
+
+@pytest.fixture(scope="module")
+def dubber(musetalk_weights, track_cache):
+    return Dubber(musetalk_weights, device="cpu", cache_dir=track_cache)
+
+
+@pytest.fixture(scope="module")
+def short704(tmp_path_factory):
+    """The first 4 frames of the 704x1216 clip."""
+    return clip(TALK_704, tmp_path_factory.mktemp("clips") / "four.mp4", 0.16)
+
+
+@pytest.fixture(scope="module")
+def ten704(tmp_path_factory):
+    """The first 10 frames of the 704x1216 clip."""
+    return clip(TALK_704, tmp_path_factory.mktemp("clips") / "ten.mp4", 0.4)
+
+
+def _run(dubber, **fields):
+    events = []
+    gen = dubber.prepare(DubRequest(**fields))
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            job = stop.value
+            break
+    outputs = []
+    for indices, frames in dubber.output_frames(job):
+        assert len(indices) == len(frames) and len(frames) <= job.request.batch_size
+        outputs += frames
+    return job, outputs, events
+
+
+def _outside(job, s: int, shape) -> np.ndarray:
+    """True where output pixels must equal source frame s: outside the parsed square around its box."""
+    keep = np.ones(shape[:2], bool)
+    box = _crop_box(job.track, s, job.request, shape[0])
+    if box is not None:
+        x1, y1, x2, y2 = expanded_square(box)
+        keep[max(0, y1):max(0, y2), max(0, x1):max(0, x2)] = False
+    return keep
+
+
+def test_outside_the_face_the_frames_are_the_source(dubber, tmp_path):
+    voice = wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.2)
+    job, outputs, events = _run(dubber, video=str(TALK_1080), audio=str(voice), out_path=str(tmp_path / "o.mp4"),
+                                batch_size=3)
+    assert job.plan.n_out == job.plan.n_dubbed == 5 and len(outputs) == 5 and job.plan.n_source == 250
+    assert any(e.kind == "notice" and "Haar" in e.message for e in events)
+    source = np.concatenate(list(read_frames(job.info, 5, max_frames=5)))
+    for i, (out, src) in enumerate(zip(outputs, source)):
+        assert out.shape == (1920, 1080, 3) and out.dtype == np.uint8
+        keep = _outside(job, i, out.shape)
+        assert keep.mean() > 0.8
+        assert np.array_equal(out[keep], src[keep]), f"frame {i} changed outside its face"
+        assert np.abs(out.astype(int) - src).sum() > 0, f"frame {i} was not dubbed"
+
+
+def test_longer_voice_cycles_the_frames_ping_pong(dubber, short704, tmp_path):
+    voice = wav_prefix(SPEECH_60S, tmp_path / "voice.wav", 0.4)
+    job, outputs, events = _run(dubber, video=str(short704), audio=str(voice), out_path=str(tmp_path / "o.mp4"),
+                                batch_size=4)
+    assert job.plan.n_source == 4 and job.plan.n_dubbed == 10 and len(outputs) == 10
+    assert any("cycled forward and backward" in getattr(e, "message", "") for e in events)
+    order = [ping_pong_frame(i, 4) for i in range(10)]
+    assert order == [0, 1, 2, 3, 3, 2, 1, 0, 0, 1]
+    assert order == [src.frame for src in output_sources(10, [True] * 4)]    # the official cycle
+    source = decode_all(short704, "bgr24")
+    for i, out in enumerate(outputs):
+        keep = _outside(job, order[i], out.shape)
+        assert np.array_equal(out[keep], source[order[i]][keep]), f"output {i} is not frame {order[i]}"
+
+
+def test_freeze_holds_the_last_frame_and_keep_keeps_the_rest(dubber, short704, ten704, tmp_path):
+    voice = wav_prefix(SPEECH_60S, tmp_path / "voice.wav", 0.24)
+    job, outputs, _ = _run(dubber, video=str(short704), audio=str(voice), out_path=str(tmp_path / "o.mp4"),
+                           batch_size=3, when_audio_longer="freeze")
+    source = decode_all(short704, "bgr24")
+    assert len(outputs) == 6
+    for i in range(4, 6):
+        keep = _outside(job, 3, outputs[i].shape)
+        assert np.array_equal(outputs[i][keep], source[3][keep])
+
+    short = wav_prefix(SPEECH_60S, tmp_path / "short.wav", 0.2)
+    job, outputs, events = _run(dubber, video=str(ten704), audio=str(short), out_path=str(tmp_path / "k.mp4"),
+                                batch_size=4, when_video_longer="keep")
+    assert (job.plan.n_dubbed, job.plan.n_out) == (5, 10) and len(outputs) == 10
+    source = decode_all(ten704, "bgr24")
+    for i in range(5, 10):
+        assert np.array_equal(outputs[i], source[i])                # after the voice: the video as it was
+    assert any("keep their own sound" in getattr(e, "message", "") for e in events)
+    assert job.audio.shape[0] == round(10 / 25 * job.audio_sr)      # the voice, then the source's (silent) rest
+
+
+def test_frames_without_a_face_pass_through(dubber, short704, tmp_path):
+    track = {"format": "humo-face-track", "version": 1, "detector": "given", "width": 704, "height": 1216,
+             "frames": 4, "boxes": [[190, 260, 440, 510], None, [200, 266, 430, 500], None]}
+    path = tmp_path / "track.json"
+    path.write_text(json.dumps(track))
+    voice = wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.2)
+    job, outputs, _ = _run(dubber, video=str(short704), audio=str(voice), out_path=str(tmp_path / "o.mp4"),
+                           batch_size=5, face_track=str(path))
+    assert job.track.detector == "given" and len(outputs) == 5
+    source = decode_all(short704, "bgr24")
+    for i, s in ((1, 1), (3, 3), (4, 3)):                          # output 4 cycles back to frame 3
+        assert np.array_equal(outputs[i], source[s])
+    for i in (0, 2):
+        assert not np.array_equal(outputs[i], source[i])
+
+
+def test_plan_lengths():
+    assert plan_lengths(10, 4, "pingpong", "cut").n_out == 4
+    assert plan_lengths(10, 4, "pingpong", "keep").n_out == 10
+    assert plan_lengths(4, 10, "freeze", "keep").source(9) == 3
+    assert not plan_lengths(4, 10, "freeze", "cut").cycles and plan_lengths(4, 10).cycles
+
+
+def test_prepared_avatar_speaks_from_its_cache(dubber, short704, tmp_path):
+    from engine.dub.avatar import Avatar
+    from engine.media.audio import load_audio
+
+    avatar = Avatar.prepare(dubber, DubRequest(video=str(short704), audio=str(SPEECH_9S), batch_size=4))
+    assert len(avatar.frames) == 4 and sorted(avatar.latents) == [s for s in range(4) if avatar.boxes[s]]
+    voice = load_audio(wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.2), 16000)
+    first = list(avatar.speak(voice))
+    again = list(avatar.speak(voice))
+    assert len(first) == 5 and all(np.array_equal(a, b) for a, b in zip(first, again))   # no new noise draws
+    source = decode_all(short704, "bgr24")
+    for i, out in enumerate(first):
+        s = ping_pong_frame(i, 4)
+        keep = np.ones(out.shape[:2], bool)
+        if avatar.boxes[s] is not None:
+            x1, y1, x2, y2 = expanded_square(avatar.boxes[s])
+            keep[max(0, y1):y2, max(0, x1):x2] = False
+        assert np.array_equal(out[keep], source[s][keep])
