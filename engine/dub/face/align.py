@@ -65,16 +65,21 @@ def invert_affine(matrix: torch.Tensor) -> torch.Tensor:
     return torch.linalg.inv(_homography(matrix))[:2]
 
 
-def warp_affine(src: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], fill: float | None = None) -> torch.Tensor:
+def warp_affine(src: torch.Tensor, matrix: torch.Tensor, size: tuple[int, int], fill: float | None = None,
+                window: tuple[int, int, int, int] | None = None) -> torch.Tensor:
     """Warp float images [B, C, H, W] by a [2, 3] pixel matrix (src -> dst) to size (h, w), bilinear.
 
     With `fill`, the outside is `fill`, blended bilinearly at the border (kornia's "fill" padding);
-    otherwise zeros.
+    otherwise zeros. With `window` (x0, y0, x1, y1), only that part of the destination is made,
+    from the same sample positions as the whole.
     """
     h_src, w_src = src.shape[-2:]
     dst_from_src = _pixel_to_norm(*size) @ (_homography(matrix) @ torch.linalg.inv(_pixel_to_norm(h_src, w_src)))
     theta = torch.linalg.inv(dst_from_src)[:2].to(src.dtype)
     grid = F.affine_grid(theta[None].expand(src.shape[0], 2, 3), [src.shape[0], src.shape[1], *size], align_corners=True)
+    if window is not None:
+        x0, y0, x1, y1 = window
+        grid = grid[:, y0:y1, x0:x1]
     out = F.grid_sample(src, grid, mode="bilinear", padding_mode="zeros", align_corners=True)
     if fill is not None:
         outside = 1 - F.grid_sample(torch.ones_like(src), grid, mode="bilinear", padding_mode="zeros", align_corners=True)
@@ -151,28 +156,68 @@ class FaceAligner:
 
     def align(self, frame: np.ndarray, landmarks106: np.ndarray) -> AlignedFace:
         """An RGB uint8 frame [H, W, 3] and its 106 landmarks -> the aligned R x R face."""
+        return self.align_points(frame, three_points(landmarks106))
+
+    def align_points(self, frame: np.ndarray, points: np.ndarray) -> AlignedFace:
+        """An RGB uint8 frame and its 3 rounded alignment points -> the aligned face (smoothing state advances)."""
+        matrix = self.fit(points)
+        face, warped = self._crop(frame, matrix)
+        w, h = self.crop_size
+        return AlignedFace(face, warped, (0, 0, w, h), matrix, points)
+
+    def crop(self, frame: np.ndarray, matrix: torch.Tensor) -> torch.Tensor:
+        """The aligned face [3, R, R] of a frame under an alignment already fitted (no smoothing step)."""
+        return self._crop(frame, matrix)[0]
+
+    def _crop(self, frame: np.ndarray, matrix: torch.Tensor) -> tuple[torch.Tensor, np.ndarray]:
         import cv2
 
-        points = three_points(landmarks106)
-        matrix = self.fit(points)
         w, h = self.crop_size
         src = torch.from_numpy(np.ascontiguousarray(frame)).float().permute(2, 0, 1)[None]
         crop = warp_affine(src, matrix, (h, w), fill=FILL)[0].permute(1, 2, 0)
         warped = self._to_uint8(crop).numpy()
         face = cv2.resize(warped, (self.resolution, self.resolution), interpolation=cv2.INTER_LANCZOS4)
-        return AlignedFace(torch.from_numpy(face).permute(2, 0, 1).contiguous(), warped, (0, 0, w, h), matrix, points)
+        return torch.from_numpy(face).permute(2, 0, 1).contiguous(), warped
 
-    def restore(self, frame: np.ndarray, face: torch.Tensor, matrix: torch.Tensor) -> np.ndarray:
-        """Paste a generated face (float [3, R, R] in [-1, 1], face space) into the uint8 frame [H, W, 3]."""
+    def restore(self, frame: np.ndarray, face: torch.Tensor, matrix: torch.Tensor, *, whole: bool = False) -> np.ndarray:
+        """Paste a generated face (float [3, R, R] in [-1, 1], face space) into the uint8 frame [H, W, 3].
+
+        Only the part of the frame around the face is computed (the crop's bounds plus the erosion
+        and blur reach); the rest is the frame as it was, as the whole-frame computation
+        (`whole=True`) leaves it.
+        """
+        height, width = frame.shape[:2]
+        inverse = invert_affine(matrix)
+        window = (0, 0, width, height) if whole else self._region(inverse, width, height)
+        if window == (0, 0, width, height):
+            return self._restore(frame, face, inverse, None)
+        x0, y0, x1, y1 = window
+        out = np.array(frame)
+        out[y0:y1, x0:x1] = self._restore(frame, face, inverse, window)
+        return out
+
+    def _region(self, inverse: torch.Tensor, width: int, height: int) -> tuple[int, int, int, int]:
+        """Frame rectangle holding the pasted crop and everything its soft edge reaches."""
+        w, h = self.crop_size
+        corners = torch.tensor([[0.0, 0.0, 1.0], [w, 0.0, 1.0], [0.0, h, 1.0], [w, h, 1.0]]) @ inverse.T
+        area = abs(float(torch.linalg.det(inverse[:, :2]))) * w * h
+        reach = 4 * (int(area ** 0.5) // 20 + 1) + 8
+        lo, hi = corners.min(0).values, corners.max(0).values
+        return (max(0, int(lo[0]) - reach), max(0, int(lo[1]) - reach),
+                min(width, int(hi[0]) + 1 + reach), min(height, int(hi[1]) + 1 + reach))
+
+    def _restore(self, frame: np.ndarray, face: torch.Tensor, inverse: torch.Tensor, window) -> np.ndarray:
         import cv2
 
         w, h = self.crop_size
         face = F.interpolate(face[None].float(), size=(h, w), mode="bicubic", align_corners=False, antialias=True)
-        height, width = frame.shape[:2]
-        inverse = invert_affine(matrix)
-        pasted = warp_affine(face, inverse, (height, width), fill=FILL)[0]
+        size = frame.shape[:2]
+        if window is not None:
+            x0, y0, x1, y1 = window
+            frame = frame[y0:y1, x0:x1]
+        pasted = warp_affine(face, inverse, size, fill=FILL, window=window)[0]
         pasted = (pasted / 2 + 0.5).clamp(0, 1) * 255
-        mask = _erode_2x2(warp_affine(torch.ones(1, 1, h, w), inverse, (height, width)))
+        mask = _erode_2x2(warp_affine(torch.ones(1, 1, h, w), inverse, size, window=window))
         w_edge = int(mask.sum() ** 0.5) // 20
         centre = cv2.erode(mask[0, 0].numpy(), np.ones((w_edge * 2, w_edge * 2), np.uint8))
         k = w_edge * 2 + 1
