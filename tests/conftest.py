@@ -40,6 +40,15 @@ def musetalk_weights(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def latentsync_weights(tmp_path_factory) -> Path:
+    """Tiny LatentSync 1.6 weights (random), written by the real `make-tiny --model latentsync-1.6` command."""
+    folder = tmp_path_factory.mktemp("latentsync-weights")
+    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder), "--model", "latentsync-1.6"], cwd=ROOT,
+                   check=True, capture_output=True, text=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
 def track_cache(tmp_path_factory) -> Path:
     """One face-track cache for the dubbing tests: each real clip is tracked once per session."""
     return tmp_path_factory.mktemp("face-tracks")

@@ -6,14 +6,15 @@ import sys
 
 
 def register(sub) -> None:
-    p = sub.add_parser("dub", help="dub a video with a new voice track (MuseTalk 1.5)",
+    p = sub.add_parser("dub", help="dub a video with a new voice track (MuseTalk 1.5 or LatentSync 1.6)",
                        description="Replace the mouth region of the person in a video so it follows a new voice; "
                                    "everything else stays as it was. Errors are one line; exit code 2 for bad "
                                    "input or missing weights, 130 when cancelled.")
     p.add_argument("--video", required=True, help="the video of the person")
     p.add_argument("--audio", required=True, help="the new voice (wav, mp3, m4a, flac, ...)")
     p.add_argument("--out", required=True, help="output MP4 (written only once complete)")
-    p.add_argument("--model", default="musetalk-1.5", help="dubbing model (musetalk-1.5)")
+    p.add_argument("--model", default="musetalk-1.5",
+                   help="musetalk-1.5 (fast, one pass per frame) or latentsync-1.6 (diffusion, higher quality)")
     p.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: $HUMO_WEIGHTS_DIR or 'weights')")
     p.add_argument("--fps-rule", default="exact", help="exact: audio windows by exact frame time (default); "
                                                          "official: int(fps) as MuseTalk's code does")
@@ -27,6 +28,22 @@ def register(sub) -> None:
     p.add_argument("--when-video-longer", default="cut", help="cut (end with the voice) or keep (the rest with its own sound)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--face-track", default=None, metavar="FILE", help="use this face track file instead of detecting")
+    ls = p.add_argument_group("LatentSync 1.6")
+    ls.add_argument("--steps", type=int, default=20, help="DDIM steps (default 20)")
+    ls.add_argument("--guidance", type=float, default=1.5, help="audio guidance (default 1.5; 1.0 skips a pass)")
+    ls.add_argument("--no-deepcache", dest="deepcache", action="store_false",
+                    help="run the full UNet every step (exact; DeepCache, on by default, is about 2x faster "
+                         "and approximate)")
+    ls.add_argument("--whisper-pad", default="silence", help="silence (default) or zeros (official: the last 30 s "
+                                                           "window padded with a loud flat spectrum)")
+    ls.add_argument("--whisper-floor", default="file", help="file (official) or window: where the log-mel floor "
+                                                          "comes from")
+    ls.add_argument("--whisper-windows", default="overlap", help="overlap (default: no jump at each 30 s of voice) "
+                                                                 "or cut (official 30 s windows)")
+    ls.add_argument("--face-smoothing", default="official", help="official, pixels or off")
+    ls.add_argument("--rounding", default="round", help="round (default) or truncate (official)")
+    ls.add_argument("--frame-count", default="audio", help="audio (as long as the voice, default) or official "
+                                                           "(one or two frames more)")
     p.add_argument("--device", default=None, help="cuda | cpu (default: cuda when available)")
     p.add_argument("--quiet", action="store_true", help="only the result line and errors")
     p.set_defaults(func=run)
@@ -40,7 +57,10 @@ def build_request(args):
         bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, parsing_mode=args.parsing_mode,
         cheek_left=args.cheeks[0], cheek_right=args.cheeks[1], batch_size=args.batch_size,
         when_audio_longer=args.when_audio_longer, when_video_longer=args.when_video_longer, seed=args.seed,
-        face_track=args.face_track, preview=False))
+        face_track=args.face_track, preview=False, steps=args.steps, guidance=args.guidance,
+        deepcache=args.deepcache, whisper_pad=args.whisper_pad, whisper_floor=args.whisper_floor,
+        whisper_windows=args.whisper_windows,
+        face_smoothing=args.face_smoothing, rounding=args.rounding, frame_count=args.frame_count))
 
 
 def run(args) -> int:

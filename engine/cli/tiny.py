@@ -1,15 +1,16 @@
-"""`python -m engine make-tiny DIR [--model musetalk-1.5]`: write random-weight checkpoints in the released layouts."""
+"""`python -m engine make-tiny DIR [--model musetalk-1.5|latentsync-1.6]`: write random-weight checkpoints in the released layouts."""
 from __future__ import annotations
 
-TINY_MODELS = ("humo", "musetalk-1.5")
+TINY_MODELS = ("humo", "musetalk-1.5", "latentsync-1.6")
 
 
 def register(sub) -> None:
     p = sub.add_parser("make-tiny", help="write tiny (random-weight) checkpoints for pipeline checks")
-    p.add_argument("folder", help="weights folder (HuMo's files go under FOLDER/tiny/, MuseTalk's under "
-                                  "FOLDER/musetalk-1.5/)")
+    p.add_argument("folder", help="weights folder (HuMo's files go under FOLDER/tiny/, a dubbing model's under "
+                                  "FOLDER/<model>/)")
     p.add_argument("--model", default="humo", choices=TINY_MODELS,
-                   help="humo: the tiny HuMo variant (default); musetalk-1.5: tiny MuseTalk 1.5 for dubbing")
+                   help="humo: the tiny HuMo variant (default); musetalk-1.5 / latentsync-1.6: a tiny "
+                        "dubbing model")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=run)
 
@@ -20,6 +21,12 @@ def run(args) -> int:
 
         root = make_tiny_musetalk(args.folder, seed=args.seed)
         print(f"tiny MuseTalk 1.5 weights written to {root} (random weights: a pipeline check, not a real model)")
+        return 0
+    if args.model == "latentsync-1.6":
+        from engine.tools.tiny_latentsync import make_tiny_latentsync
+
+        root = make_tiny_latentsync(args.folder, seed=args.seed)
+        print(f"tiny LatentSync 1.6 weights written to {root} (random weights: a pipeline check, not a real model)")
         return 0
     from engine.tools.tiny import make_tiny
 

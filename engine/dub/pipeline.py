@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.dub.lengths import OutputPlan, plan_lengths
-from engine.dub.request import DubRequest, validate_dub_request
+from engine.dub.request import LATENTSYNC, DubRequest, validate_dub_request
 from engine.errors import Cancelled, InputError
 from engine.events import NoticeEvent, PreviewEvent, ResultEvent, StageEvent, StepEvent
 
@@ -45,6 +45,13 @@ class DubJob:
     settings: dict
     timings: dict = field(default_factory=dict)
 
+    @property
+    def chunk(self) -> int:
+        """Output frames per step of the frame loop: LatentSync's 16-frame chunks, else the batch size."""
+        from engine.dub.latentsync.pipeline_core import CHUNK_FRAMES
+
+        return CHUNK_FRAMES if self.request.model == LATENTSYNC else self.request.batch_size
+
 
 class Dubber:
     """Keeps MuseTalk, the face parser and the face detectors loaded between runs."""
@@ -58,6 +65,7 @@ class Dubber:
         self.dtype = dtype or torch.float32
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.model = self.parser = self.detector = self.landmarker = None
+        self.latentsync = None
         self._masks: dict[int, object] = {}
         self._mask_bytes = 0
 
@@ -67,13 +75,24 @@ class Dubber:
 
         return self.weights_dir / MUSETALK_DIR
 
-    def load(self) -> Iterator[StageEvent]:
+    def model_dir(self, model: str) -> Path:
+        return self.weights_dir / model
+
+    def load(self, model: str = "musetalk-1.5") -> Iterator[StageEvent]:
         """Load what is not loaded yet (events say what); the weights must be complete."""
         from engine import weights
         from engine.dub.face.parsing import FaceParser
         from engine.dub.musetalk import MuseTalk
 
         self._load_detectors()
+        if model == LATENTSYNC:
+            if self.latentsync is None:
+                from engine.dub.latentsync.model import LatentSync
+
+                weights.require(LATENTSYNC, self.weights_dir)
+                yield StageEvent("loading", "Loading LatentSync 1.6 (3D UNet, VAE, whisper-tiny)")
+                self.latentsync = LatentSync.load(self.model_dir(LATENTSYNC), device=self.device, dtype=self.dtype)
+            return
         if self.model is not None:
             return
         weights.require("musetalk-1.5", self.weights_dir)
@@ -129,7 +148,7 @@ class Dubber:
         check_cancel()
         from engine import weights
 
-        weights.require("musetalk-1.5", self.weights_dir)    # say so before minutes of face tracking
+        weights.require(req.model, self.weights_dir)    # say so before minutes of face tracking
         self._load_detectors()
         t = time.monotonic()
         yield StageEvent("tracking", "Finding the face in every frame")
@@ -138,19 +157,26 @@ class Dubber:
                                 settings={"extra_margin": req.extra_margin, "bbox_shift": req.bbox_shift})
         for note in track.notices:
             yield NoticeEvent(note)
-        if req.bbox_shift and track.landmarks is None:
+        if req.model == LATENTSYNC and track.landmarks is None:
+            yield NoticeEvent("No face landmarks (DWPose is not downloaded): LatentSync aligns the face from the "
+                              "face box, which is less steady; download musetalk-1.5's DWPose file for landmarks.")
+        if req.model != LATENTSYNC and req.bbox_shift and track.landmarks is None:
             yield NoticeEvent("bbox_shift needs face landmarks (DWPose), which this face track does not have: "
                               "it is not applied.")
         timings["track_s"] = time.monotonic() - t
         check_cancel()
         t = time.monotonic()
-        yield from self.load()
+        yield from self.load(req.model)
         timings["load_s"] = time.monotonic() - t
 
         t = time.monotonic()
         yield StageEvent("encoding_audio", "Encoding the voice")
-        features = self.model.audio_features(voice)
-        n_dubbed = int(window_rows(len(voice), info.fps, features.shape[1], req.fps_rule).shape[0])
+        if req.model == LATENTSYNC:
+            features = self.latentsync.feature_stream(voice, _sync_options(req))
+            n_dubbed = features.frame_count(float(info.fps), req.frame_count)
+        else:
+            features = self.model.audio_features(voice)
+            n_dubbed = int(window_rows(len(voice), info.fps, features.shape[1], req.fps_rule).shape[0])
         plan = plan_lengths(len(track), n_dubbed, req.when_audio_longer, req.when_video_longer)
         for note in _length_notes(plan):
             yield NoticeEvent(note)
@@ -158,7 +184,7 @@ class Dubber:
         timings["audio_s"] = time.monotonic() - t
         settings = {**req.settings(), "fps": str(info.fps), "width": info.width, "height": info.height,
                     "frames": plan.n_out, "dubbed_frames": plan.n_dubbed, "face_detector": track.detector,
-                    "face_track_source": how, "weights": "tiny (random)" if _is_tiny(self.models_dir) else "released"}
+                    "face_track_source": how, "weights": "tiny (random)" if _is_tiny(self.model_dir(req.model)) else "released"}
         return DubJob(req, info, track, plan, features, len(voice), out_path, audio, out_sr, settings, timings)
 
     def output_frames(self, job: "DubJob", check_cancel=lambda: None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -170,12 +196,20 @@ class Dubber:
         req, plan = job.request, job.plan
         generator = torch.Generator().manual_seed(req.seed)
         self._masks, self._mask_bytes = {}, 0
-        source = SourceFrames(job.info, plan, req.batch_size, spill_dir=None)
+        source = SourceFrames(job.info, plan, job.chunk, spill_dir=None)
+        sync = None
+        if req.model == LATENTSYNC:
+            from engine.dub.latentsync.model import SyncRun
+
+            sync = SyncRun(self.latentsync, _sync_options(req), req.seed, job.features, job.info.fps)
         try:
-            for start in range(0, plan.n_out, req.batch_size):
+            for start in range(0, plan.n_out, job.chunk):
                 check_cancel()
-                indices = list(range(start, min(start + req.batch_size, plan.n_out)))
-                yield indices, self._dub_batch(job, source, indices, generator)
+                indices = list(range(start, min(start + job.chunk, plan.n_out)))
+                if sync is not None:
+                    yield indices, self._sync_chunk(job, source, indices, sync, check_cancel)
+                else:
+                    yield indices, self._dub_batch(job, source, indices, generator)
         finally:
             source.close()
             self._masks, self._mask_bytes = {}, 0
@@ -185,7 +219,7 @@ class Dubber:
 
         req, plan = job.request, job.plan
         writer = BackgroundWriter(job.out_path, job.info.fps, job.audio, job.audio_sr, job.settings,
-                                  depth=2 * req.batch_size)
+                                  depth=2 * job.chunk)
         t0 = last_preview = time.monotonic()
         done = 0
         try:
@@ -204,6 +238,20 @@ class Dubber:
         except BaseException as err:
             writer.abort(err if isinstance(err, Exception) else None)
             raise
+
+    def _sync_chunk(self, job: "DubJob", source, indices, sync, check_cancel) -> list[np.ndarray]:
+        """LatentSync: output frames (uint8 BGR, full size) of one chunk of output indices."""
+        from engine.dub.latentsync.model import alignment_points
+
+        frames, jobs = [], []
+        for k, i in enumerate(indices):
+            s = job.plan.source(i)
+            frames.append(source.frame(s))
+            if job.plan.dubbed(i):
+                points = alignment_points(job.track.landmarks_at(s), job.track.box(s))
+                if points is not None:
+                    jobs.append((k, i, s, points))
+        return sync.dub(frames, jobs, on_step=lambda *_: check_cancel())
 
     def _dub_batch(self, job: "DubJob", source, indices, generator) -> list[np.ndarray]:
         """Output frames (uint8 BGR, full size) for output indices `indices`."""
@@ -259,6 +307,14 @@ def dub(request: DubRequest, weights_dir: str | Path = "weights", *, cancel: thr
         device: str | None = None, cache_dir: str | Path | None = None) -> Iterator:
     """One dubbing run on freshly loaded models (an `Engine` keeps them between runs)."""
     yield from Dubber(weights_dir, device=device, cache_dir=cache_dir).run(request, cancel)
+
+
+def _sync_options(req: DubRequest):
+    from engine.dub.latentsync.model import SyncOptions
+
+    return SyncOptions(steps=req.steps, guidance=req.guidance, deepcache=req.deepcache, whisper_pad=req.whisper_pad,
+                       whisper_floor=req.whisper_floor, whisper_windows=req.whisper_windows,
+                       smoothing=req.face_smoothing, rounding=req.rounding)
 
 
 def _crop_box(track, s: int, req: DubRequest, height: int) -> tuple[int, int, int, int] | None:

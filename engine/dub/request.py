@@ -11,7 +11,8 @@ from typing import Any
 
 from engine.errors import InputError
 
-DUB_MODELS = ("musetalk-1.5",)
+DUB_MODELS = ("musetalk-1.5", "latentsync-1.6")
+LATENTSYNC = "latentsync-1.6"
 FPS_RULES = ("exact", "official")
 PARSING_MODES = ("jaw", "raw", "neck")
 WHEN_AUDIO_LONGER = ("pingpong", "freeze")
@@ -21,6 +22,18 @@ EXTRA_MARGIN_RANGE = (0, 200)
 CHEEK_RANGE = (0, 256)
 BATCH_RANGE = (1, 256)
 SEED_RANGE = (0, 2**63 - 1)
+# LatentSync 1.6 (the official value of each fix option is its other choice; see engine.dub.latentsync)
+STEPS_RANGE = (1, 100)
+GUIDANCE_RANGE = (1.0, 10.0)
+WHISPER_PADS = ("silence", "zeros")
+WHISPER_FLOORS = ("file", "window")
+WHISPER_WINDOWS = ("overlap", "cut")
+FACE_SMOOTHING = ("official", "pixels", "off")
+ROUNDINGS = ("round", "truncate")
+FRAME_COUNTS = ("audio", "official")
+LATENTSYNC_ONLY = ("steps", "guidance", "deepcache", "whisper_pad", "whisper_floor", "whisper_windows", "face_smoothing", "rounding",
+                   "frame_count")
+MUSETALK_ONLY = ("fps_rule", "bbox_shift", "extra_margin", "parsing_mode", "cheek_left", "cheek_right", "batch_size")
 
 
 @dataclass
@@ -42,6 +55,16 @@ class DubRequest:
     face_track: str | None = None        # a track file to use instead of detecting faces
     preview: bool = True
     metadata: dict | None = None         # extra settings to embed in the MP4
+    # LatentSync 1.6 only
+    steps: int = 20                      # DDIM steps
+    guidance: float = 1.5                # audio guidance; 1.0 skips the unconditional pass
+    deepcache: bool = True               # reuse deep UNet features on 2 of 3 steps (approximate; official app: on)
+    whisper_pad: str = "silence"         # silence: last 30 s window padded with silence; zeros: official (loud, flat)
+    whisper_floor: str = "file"          # file: official log-mel floor from the whole voice; window: per 30 s
+    whisper_windows: str = "overlap"     # overlap: no jump at each 30 s boundary; cut: official windows
+    face_smoothing: str = "official"     # official | pixels | off: temporal smoothing of the alignment
+    rounding: str = "round"              # round: warped/pasted pixels rounded; truncate: official (-0.5 level)
+    frame_count: str = "audio"           # audio: as many frames as the voice lasts; official: rows // 2 + 2
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,7 +77,8 @@ class DubRequest:
     def settings(self) -> dict[str, Any]:
         """What is stored in the MP4 and returned with the result (no paths of this machine)."""
         data = self.to_dict()
-        for key in ("out_path", "preview", "metadata"):
+        other = LATENTSYNC_ONLY if self.model != LATENTSYNC else MUSETALK_ONLY
+        for key in ("out_path", "preview", "metadata", *other):
             data.pop(key, None)
         for key in ("video", "audio", "face_track"):
             if data[key]:
@@ -77,6 +101,19 @@ def _integer(name: str, value, bounds: tuple[int, int]) -> int:
     lo, hi = bounds
     if not lo <= number <= hi:
         raise InputError(f"{name} must be between {lo} and {hi}, got {number}.")
+    return number
+
+
+def _number(name: str, value, bounds: tuple[float, float]) -> float:
+    if isinstance(value, bool) or value is None:
+        raise InputError(f"{name} must be a number, got {value!r}.")
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        raise InputError(f"{name} must be a number, got {value!r}.") from None
+    lo, hi = bounds
+    if not math.isfinite(number) or not lo <= number <= hi:
+        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value}.")
     return number
 
 
@@ -105,6 +142,16 @@ def validate_dub_request(req: DubRequest) -> DubRequest:
     data["cheek_right"] = _integer("cheek_right", req.cheek_right, CHEEK_RANGE)
     data["batch_size"] = _integer("batch_size", req.batch_size, BATCH_RANGE)
     data["seed"] = _integer("seed", req.seed, SEED_RANGE)
+    data["steps"] = _integer("steps", req.steps, STEPS_RANGE)
+    data["guidance"] = _number("guidance", req.guidance, GUIDANCE_RANGE)
+    if not isinstance(req.deepcache, bool):
+        raise InputError(f"deepcache must be true or false, got {req.deepcache!r}.")
+    data["whisper_pad"] = _choice("whisper_pad", req.whisper_pad, WHISPER_PADS)
+    data["whisper_floor"] = _choice("whisper_floor", req.whisper_floor, WHISPER_FLOORS)
+    data["whisper_windows"] = _choice("whisper_windows", req.whisper_windows, WHISPER_WINDOWS)
+    data["face_smoothing"] = _choice("face_smoothing", req.face_smoothing, FACE_SMOOTHING)
+    data["rounding"] = _choice("rounding", req.rounding, ROUNDINGS)
+    data["frame_count"] = _choice("frame_count", req.frame_count, FRAME_COUNTS)
     if req.metadata is not None and not isinstance(req.metadata, dict):
         raise InputError("metadata must be a dictionary of settings.")
     return DubRequest(**data)

@@ -35,6 +35,9 @@ APPROX_BYTES = {
     "whisper-tiny/pytorch_model.bin": int(151 * MB),
     "dw-ll_ucoco_384.onnx": int(134 * MB),
     "face-parse-bisent": int(100 * MB),
+    "latentsync_unet.pt": int(5.07 * GB),
+    "whisper/tiny.pt": int(75.6 * MB),
+    "sd-vae-ft-mse/diffusion_pytorch_model.safetensors": int(335 * MB),
 }
 
 
@@ -142,7 +145,20 @@ MUSETALK_COMPONENTS = (
     Component("dwpose", "DWPose face landmarks (ONNX)", "yzd-v/DWPose", f"{MUSETALK_DIR}/dwpose",
               ("dw-ll_ucoco_384.onnx",), APPROX_BYTES["dw-ll_ucoco_384.onnx"], optional=True),
 )
-DUB_MODELS: dict[str, DubModel] = {MUSETALK_1_5.name: MUSETALK_1_5}
+LATENTSYNC_1_6 = DubModel("latentsync-1.6", "LatentSync 1.6")
+LATENTSYNC_DIR = LATENTSYNC_1_6.name
+LATENTSYNC_COMPONENTS = (
+    Component("unet", "LatentSync 1.6 3D UNet", "ByteDance/LatentSync-1.6", LATENTSYNC_DIR,
+              ("latentsync_unet.pt",), APPROX_BYTES["latentsync_unet.pt"]),
+    Component("whisper", "Whisper tiny (openai format)", "ByteDance/LatentSync-1.6", LATENTSYNC_DIR,
+              ("whisper/tiny.pt",), APPROX_BYTES["whisper/tiny.pt"]),
+    Component("vae", "sd-vae-ft-mse", "stabilityai/sd-vae-ft-mse", f"{LATENTSYNC_DIR}/sd-vae",
+              ("config.json", "diffusion_pytorch_model.safetensors"),
+              APPROX_BYTES["sd-vae-ft-mse/diffusion_pytorch_model.safetensors"]),
+    # The same optional landmark file as MuseTalk's (one copy, under musetalk-1.5/): steadier alignment.
+    MUSETALK_COMPONENTS[-1],
+)
+DUB_MODELS: dict[str, DubModel] = {MUSETALK_1_5.name: MUSETALK_1_5, LATENTSYNC_1_6.name: LATENTSYNC_1_6}
 
 
 def _tiny_components(v: Variant) -> tuple[Component, ...]:
@@ -161,6 +177,7 @@ COMPONENTS: dict[str, tuple[Component, ...]] = {
     "humo-17b": (DIT_17B, *SHARED, SEPARATOR),
     "tiny": _tiny_components(VARIANTS["tiny"]),
     MUSETALK_1_5.name: MUSETALK_COMPONENTS,
+    LATENTSYNC_1_6.name: LATENTSYNC_COMPONENTS,
 }
 
 
