@@ -146,3 +146,20 @@ def test_golden_discovery_finds_every_musetalk_case_and_skips_the_json_only_one(
     assert {"musetalk:unet", "musetalk:audio_fps25", "musetalk:audio_fps30", "musetalk:audio_long",
             "musetalk:vae", "musetalk:crop", "musetalk:blend", "musetalk:pipeline"} <= names
     assert not any("noface" in n for n in names)
+
+
+def test_voice_features_are_made_piece_by_piece_with_the_whole_numbers(golden_dir):
+    from engine.dub.musetalk import VoiceFeatures, window_rows
+    from engine.media.audio import load_audio
+    from tests.dub_fixtures import SPEECH_60S
+
+    model = MuseTalk.load(golden_dir / "musetalk" / "models")
+    wave = load_audio(SPEECH_60S, 16000)[: 16000 * 34]                 # a full 30 s piece and a partial one
+    whole = model.audio_features(wave)
+    lazy = model.voice_features(wave)
+    assert lazy.shape == tuple(whole.shape)
+    n = window_rows(len(wave), 25, whole.shape[1], "exact").shape[0]
+    frames = [0, 1, 372, 373, 374, 375, 376, n - 1]                   # around the 30 s piece boundary and the end
+    ours = model.audio_windows(lazy, len(wave), 25, "exact", frames=frames)
+    assert torch.equal(ours, model.audio_windows(whole, len(wave), 25, "exact", frames=frames))
+    assert len(lazy._kept) <= VoiceFeatures.KEEP

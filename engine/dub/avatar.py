@@ -68,7 +68,7 @@ class Avatar:
         from engine.dub.musetalk import window_rows
 
         req, model, n = self.request, self.dubber.model, len(self.frames)
-        features = model.audio_features(voice_16k)
+        features = model.voice_features(voice_16k)
         n_out = int(window_rows(len(voice_16k), self.info.fps, features.shape[1], req.fps_rule).shape[0])
         for start in range(0, n_out, req.batch_size):
             indices = list(range(start, min(start + req.batch_size, n_out)))

@@ -229,6 +229,17 @@ class MuseTalk:
         states[-1] = enc.layer_norm(x)
         return torch.stack(states, dim=2)
 
+    def voice_features(self, wave_16k: np.ndarray) -> "VoiceFeatures":
+        """The same features as `audio_features`, made one 30 s piece at a time as frames need them."""
+        return VoiceFeatures(self, wave_16k)
+
+    def piece_states(self, wave_16k: np.ndarray, k: int) -> torch.Tensor:
+        """Feature rows of 30 s piece k of a voice: [1500, 5, D] (the last piece's tail past the voice included)."""
+        piece = np.asarray(wave_16k, dtype=np.float32)[k * PIECE_SAMPLES:(k + 1) * PIECE_SAMPLES]
+        mel = self.feature_extractor(piece, sampling_rate=SAMPLE_RATE, return_tensors="pt").input_features
+        param = next(self.whisper.parameters())
+        return self._encoder_states(mel.to(param.device, param.dtype))[0].to(self.dtype)
+
     def audio_features(self, wave_16k: np.ndarray) -> torch.Tensor:
         """Whisper features of a 16 kHz mono signal: [1, floor(len/16000*50), 5, 384]."""
         mel = self.mel(wave_16k)
@@ -248,6 +259,8 @@ class MuseTalk:
         index = window_rows(n_samples, fps, features.shape[1], rule, pad_left, pad_right)
         if frames is not None:
             index = index[frames]
+        if isinstance(features, VoiceFeatures):
+            return features.gather(index).reshape(index.shape[0], -1, features.shape[3])
         index = torch.from_numpy(index)
         zero_row = features.new_zeros((1,) + tuple(features.shape[2:]))
         table = torch.cat([features[0], zero_row])            # row -1 picks the zero row
@@ -324,3 +337,37 @@ class MuseTalk:
         audio = self.add_positional_encoding(windows.to(param.device, param.dtype))
         t = torch.tensor([0], device=param.device)
         return self.unet(latents.to(param.device, param.dtype), t, encoder_hidden_states=audio).sample
+
+
+class VoiceFeatures:
+    """MuseTalk's whisper features of one voice, made one 30 s piece at a time when frames need them
+    (the last two pieces are kept): exactly `MuseTalk.audio_features`, without holding the rows of a
+    long voice (10 minutes would be 30,000 rows, 230 MB)."""
+
+    KEEP = 2
+
+    def __init__(self, model: "MuseTalk", wave_16k: np.ndarray):
+        self.model = model
+        self.wave = np.asarray(wave_16k, dtype=np.float32)
+        if self.wave.ndim != 1 or self.wave.size == 0:
+            raise InputError("The audio is empty or not mono; give a spoken clip of at least a fraction of a second.")
+        config = model.whisper.config
+        rows = math.floor(len(self.wave) / SAMPLE_RATE * FEATURE_RATE)
+        self.shape = (1, rows, config.encoder_layers + 1, config.d_model)
+        self._kept: dict[int, torch.Tensor] = {}
+
+    def piece(self, k: int) -> torch.Tensor:
+        if k not in self._kept:
+            if len(self._kept) >= self.KEEP:
+                self._kept.pop(next(iter(self._kept)))
+            self._kept[k] = self.model.piece_states(self.wave, k)
+        return self._kept[k]
+
+    def gather(self, index: np.ndarray) -> torch.Tensor:
+        """Rows `index` ([n, w] int, -1 = a zero row) -> [n, w, states, D]."""
+        per_piece = PIECE_SAMPLES // SAMPLE_RATE * FEATURE_RATE
+        out = torch.zeros(*index.shape, *self.shape[2:], dtype=self.model.dtype)
+        for (i, j), r in np.ndenumerate(index):
+            if r >= 0:
+                out[i, j] = self.piece(int(r) // per_piece)[int(r) % per_piece]
+        return out

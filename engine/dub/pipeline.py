@@ -37,7 +37,8 @@ class DubJob:
     info: object                 # engine.media.video_in.VideoInfo
     track: object                # engine.dub.face.track.FaceTrack
     plan: OutputPlan
-    features: object             # whisper features [1, rows, 5, 384] (torch)
+    features: object             # the voice features, made as frames need them (musetalk.VoiceFeatures or
+                                 # latentsync.audio.FeatureStream)
     n_samples: int               # voice length at 16 kHz
     out_path: Path
     audio: np.ndarray            # the sound track of the result
@@ -175,7 +176,7 @@ class Dubber:
             features = self.latentsync.feature_stream(voice, _sync_options(req))
             n_dubbed = features.frame_count(float(info.fps), req.frame_count)
         else:
-            features = self.model.audio_features(voice)
+            features = self.model.voice_features(voice)
             n_dubbed = int(window_rows(len(voice), info.fps, features.shape[1], req.fps_rule).shape[0])
         plan = plan_lengths(len(track), n_dubbed, req.when_audio_longer, req.when_video_longer)
         for note in _length_notes(plan):
