@@ -35,6 +35,14 @@ def register(sub) -> None:
                    help="benchmark dubbing instead: time and peak memory for --minutes of 1080x1920 video "
                         "(the real clip looped) on tiny MuseTalk weights")
     p.add_argument("--minutes", type=float, nargs="+", default=[1, 3, 10], help="with --dub: video lengths")
+    p.add_argument("--dub-model", default="musetalk-1.5", choices=["musetalk-1.5", "latentsync-1.6"],
+                   help="with --dub: the dubbing model (tiny weights)")
+    p.add_argument("--dub-steps", type=int, default=1,
+                   help="with --dub --dub-model latentsync-1.6: DDIM steps (default 1: memory does not depend on them)")
+    p.add_argument("--dub-unets", action="store_true",
+                   help="time the LatentSync 1.6 and MuseTalk 1.5 networks at their released shapes (random "
+                        "weights) side by side: seconds per chunk and per second of video (--steps: DDIM steps, "
+                        "default 20)")
     p.add_argument("--batch-size", type=int, default=8, help="with --dub: frames per batch")
     p.add_argument("--avatar-seconds", type=float, default=4.0,
                    help="with --dub: also time a prepared avatar of this many seconds speaking as long (0: skip)")
@@ -49,7 +57,7 @@ def _run_dub(args) -> int:
         raise InputError("--minutes must be between 0 and 120.")
     show = (lambda r: None) if args.json else (lambda r: print(format_report(r), flush=True))
     reports = run_dub_bench(args.minutes, batch_size=args.batch_size, on_report=show,
-                            avatar_seconds=args.avatar_seconds)
+                            avatar_seconds=args.avatar_seconds, model=args.dub_model, steps=args.dub_steps)
     if args.json:
         print(json.dumps(reports, indent=2))
     return 0
@@ -83,6 +91,14 @@ def run(args) -> int:
         return 0
     import torch
 
+    if args.dub_unets:
+        from engine.tools.bench_unets import format_report as unet_lines
+        from engine.tools.bench_unets import run as run_unets
+
+        report = run_unets(args.device, DTYPES.get(args.dtype, "auto") if args.dtype else "auto",
+                           steps=int(args.steps or 20), repeat=args.repeat or 1)
+        print(json.dumps(report, indent=2) if args.json else "\n".join(unet_lines(report)))
+        return 0
     if args.dub:
         return _run_dub(args)
 

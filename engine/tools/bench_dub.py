@@ -1,4 +1,5 @@
-"""Dubbing benchmark: time and peak memory for N minutes of 1080x1920 video on tiny MuseTalk weights.
+"""Dubbing benchmark: time and peak memory for N minutes of 1080x1920 video on tiny MuseTalk 1.5 or
+LatentSync 1.6 weights.
 
 The long video is the real 10 s clip looped with ffmpeg (stream copy) into a temporary file, the
 voice is the real speech clip looped to the same length. Each length runs in its own process,
@@ -34,7 +35,8 @@ def _looped(src: Path, dst: Path, seconds: float, *codec: str) -> Path:
     return dst
 
 
-def run_one(video: str, audio: str, weights: str, out: str, batch_size: int) -> dict:
+def run_one(video: str, audio: str, weights: str, out: str, batch_size: int, model: str = "musetalk-1.5",
+            steps: int = 20) -> dict:
     """One dub in this process; returns time and peak memory."""
     from engine.dub.pipeline import Dubber
     from engine.dub.request import DubRequest
@@ -42,7 +44,9 @@ def run_one(video: str, audio: str, weights: str, out: str, batch_size: int) -> 
     t0 = time.monotonic()
     dubber = Dubber(weights, cache_dir=Path(out).parent / "tracks")
     result = None
-    for ev in dubber.run(DubRequest(video=video, audio=audio, out_path=out, batch_size=batch_size, preview=False)):
+    request = DubRequest(video=video, audio=audio, out_path=out, batch_size=batch_size, preview=False, model=model,
+                         steps=steps)
+    for ev in dubber.run(request):
         if ev.kind == "result":
             result = ev
     wall = time.monotonic() - t0
@@ -75,25 +79,31 @@ def run_avatar(video: str, audio: str, weights: str, batch_size: int) -> dict:
 
 
 def run_dub_bench(minutes: list[float], media_dir: str | Path | None = None, batch_size: int = 8,
-                  on_report=None, avatar_seconds: float = 4.0) -> list[dict]:
+                  on_report=None, avatar_seconds: float = 4.0, model: str = "musetalk-1.5", steps: int = 1) -> list[dict]:
+    """`steps`: LatentSync's DDIM steps (memory does not depend on them; time per frame does)."""
+    from engine.tools.tiny_latentsync import make_tiny_latentsync
     from engine.tools.tiny_musetalk import make_tiny_musetalk
 
     media = Path(media_dir or os.environ.get("HUMO_MEDIA_DIR") or DEFAULT_MEDIA)
     reports = []
     with tempfile.TemporaryDirectory(prefix="humo-bench-dub-") as tmp:
         tmp = Path(tmp)
-        make_tiny_musetalk(tmp / "weights")
+        if model == "latentsync-1.6":
+            make_tiny_latentsync(tmp / "weights")
+            avatar_seconds = 0                               # avatars are MuseTalk's
+        else:
+            make_tiny_musetalk(tmp / "weights")
         for m in minutes:
             seconds = float(m) * 60
             video = _looped(media / CLIP, tmp / f"video_{m}.mp4", seconds, "-c", "copy", "-an")
             audio = _looped(media / VOICE, tmp / f"voice_{m}.wav", seconds, "-c:a", "pcm_s16le")
             cmd = [sys.executable, "-m", "engine.tools.bench_dub", str(video), str(audio), str(tmp / "weights"),
-                   str(tmp / f"out_{m}.mp4"), str(batch_size)]
+                   str(tmp / f"out_{m}.mp4"), str(batch_size), model, str(steps)]
             proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
             if proc.returncode != 0:
                 report = {"minutes": m, "error": (proc.stderr.strip().splitlines() or ["?"])[-1]}
             else:
-                report = {"minutes": m, **json.loads(proc.stdout.strip().splitlines()[-1])}
+                report = {"minutes": m, "model": model, **json.loads(proc.stdout.strip().splitlines()[-1])}
             (tmp / f"out_{m}.mp4").unlink(missing_ok=True)
             video.unlink()
             reports.append(report)
@@ -124,7 +134,8 @@ def format_report(r: dict) -> str:
     if "error" in r:
         return f"{r['minutes']:g} min: failed: {r['error']}"
     t = r["timings"]
-    return (f"{r['minutes']:g} min of 1080x1920 ({r['frames']} frames): {r['wall_s']:.0f} s in all "
+    return (f"{r.get('model', 'musetalk-1.5')}: {r['minutes']:g} min of 1080x1920 ({r['frames']} frames): "
+            f"{r['wall_s']:.0f} s in all "
             f"(face track {t['track_s']:.0f} s, dubbing {t['dub_s']:.0f} s = {r['frames_per_s']:.2f} frames/s), "
             f"peak RSS {r['peak_rss_bytes'] / 2**20:.0f} MiB (ffmpeg children {r['peak_rss_ffmpeg_bytes'] / 2**20:.0f} MiB)")
 
@@ -134,5 +145,5 @@ if __name__ == "__main__":
         video, audio, weights, batch = sys.argv[2:6]
         print(json.dumps(run_avatar(video, audio, weights, int(batch))))
     else:
-        video, audio, weights, out, batch = sys.argv[1:6]
-        print(json.dumps(run_one(video, audio, weights, out, int(batch))))
+        video, audio, weights, out, batch, model, steps = sys.argv[1:8]
+        print(json.dumps(run_one(video, audio, weights, out, int(batch), model, int(steps))))
