@@ -8,7 +8,16 @@ import gradio as gr
 from engine.dub.request import DubRequest
 from studio.status import status_html
 
-DUB_MODEL_CHOICES = [("MuseTalk 1.5", "musetalk-1.5")]
+DUB_MODEL_CHOICES = [("MuseTalk 1.5: fast, one pass per frame", "musetalk-1.5"),
+                     ("LatentSync 1.6: diffusion, higher quality, slower", "latentsync-1.6")]
+PAD_CHOICES = [("Silence (default): the voice's last 30 s window padded with silence", "silence"),
+               ("Official: padded with a loud flat spectrum", "zeros")]
+WINDOW_CHOICES = [("Overlapping: no jump at each 30 s of voice (default)", "overlap"),
+                  ("Official: 30 s windows cut apart", "cut")]
+FLOOR_CHOICES = [("Whole voice (official)", "file"), ("Each 30 s window", "window")]
+SMOOTHING_CHOICES = [("Official", "official"), ("In crop pixels", "pixels"), ("Off", "off")]
+ROUNDING_CHOICES = [("Round (default)", "round"), ("Truncate (official, -0.5 level)", "truncate")]
+FRAME_COUNT_CHOICES = [("As long as the voice (default)", "audio"), ("Official: one or two frames more", "official")]
 PARSING_CHOICES = [("Jaw (default): mouth and jaw, cheeks kept", "jaw"), ("Raw: the parsed face", "raw"),
                    ("Neck: face and neck", "neck")]
 FPS_CHOICES = [("Exact frame times (default)", "exact"), ("Official: int(fps)", "official")]
@@ -33,23 +42,45 @@ def build_dub_tab() -> SimpleNamespace:
                 model = gr.Dropdown(DUB_MODEL_CHOICES, value="musetalk-1.5", label="Model", elem_id="dub-model")
                 weights_md = gr.Markdown("", elem_id="dub-weights")
                 make_tiny_btn = gr.Button("Make tiny weights", size="sm", elem_id="dub-make-tiny")
+                with gr.Accordion("LatentSync settings", open=False, visible=False,
+                                  elem_id="dub-latentsync-settings") as latentsync_settings:
+                    steps = gr.Slider(1, 50, value=d.steps, step=1, label="Steps", elem_id="dub-steps")
+                    guidance = gr.Slider(1.0, 3.0, value=d.guidance, step=0.1,
+                                         label="Audio guidance (1.0 skips the unconditional pass)",
+                                         elem_id="dub-guidance")
+                    deepcache = gr.Checkbox(value=d.deepcache, label="DeepCache: faster, approximate "
+                                            "(the official app keeps it on)", elem_id="dub-deepcache")
+                    whisper_pad = gr.Radio(PAD_CHOICES, value=d.whisper_pad, label="Voice padding",
+                                           elem_id="dub-whisper-pad")
+                    whisper_floor = gr.Radio(FLOOR_CHOICES, value=d.whisper_floor, label="Loudness floor from",
+                                             elem_id="dub-whisper-floor")
+                    whisper_windows = gr.Radio(WINDOW_CHOICES, value=d.whisper_windows, label="Voice windows",
+                                               elem_id="dub-whisper-windows")
+                    face_smoothing = gr.Radio(SMOOTHING_CHOICES, value=d.face_smoothing, label="Face smoothing",
+                                              elem_id="dub-face-smoothing")
+                    rounding = gr.Radio(ROUNDING_CHOICES, value=d.rounding, label="Pixel rounding",
+                                        elem_id="dub-rounding")
+                    frame_count = gr.Radio(FRAME_COUNT_CHOICES, value=d.frame_count, label="Frames",
+                                           elem_id="dub-frame-count")
                 with gr.Accordion("Settings", open=False, elem_id="dub-settings"):
-                    extra_margin = gr.Slider(0, 40, value=d.extra_margin, step=1, label="Extra margin below the chin",
-                                             elem_id="dub-extra-margin")
-                    parsing_mode = gr.Dropdown(PARSING_CHOICES, value=d.parsing_mode, label="Parsing mode",
-                                               elem_id="dub-parsing-mode")
-                    with gr.Row():
-                        cheek_left = gr.Slider(0, 256, value=d.cheek_left, step=1, label="Left cheek width",
-                                               elem_id="dub-cheek-left")
-                        cheek_right = gr.Slider(0, 256, value=d.cheek_right, step=1, label="Right cheek width",
-                                                elem_id="dub-cheek-right")
-                    fps_rule = gr.Radio(FPS_CHOICES, value=d.fps_rule, label="Frame rate rule", elem_id="dub-fps-rule")
                     when_audio_longer = gr.Radio(AUDIO_LONGER_CHOICES, value=d.when_audio_longer,
                                                  label="When the voice is longer", elem_id="dub-audio-longer")
                     when_video_longer = gr.Radio(VIDEO_LONGER_CHOICES, value=d.when_video_longer,
                                                  label="When the video is longer", elem_id="dub-video-longer")
-                    batch_size = gr.Slider(1, 64, value=d.batch_size, step=1, label="Batch size (frames at once)",
-                                           elem_id="dub-batch-size")
+                    with gr.Group(elem_id="dub-musetalk-settings") as musetalk_settings:
+                        extra_margin = gr.Slider(0, 40, value=d.extra_margin, step=1,
+                                                 label="Extra margin below the chin", elem_id="dub-extra-margin")
+                        parsing_mode = gr.Dropdown(PARSING_CHOICES, value=d.parsing_mode, label="Parsing mode",
+                                                   elem_id="dub-parsing-mode")
+                        with gr.Row():
+                            cheek_left = gr.Slider(0, 256, value=d.cheek_left, step=1, label="Left cheek width",
+                                                   elem_id="dub-cheek-left")
+                            cheek_right = gr.Slider(0, 256, value=d.cheek_right, step=1, label="Right cheek width",
+                                                    elem_id="dub-cheek-right")
+                        fps_rule = gr.Radio(FPS_CHOICES, value=d.fps_rule, label="Frame rate rule",
+                                            elem_id="dub-fps-rule")
+                        batch_size = gr.Slider(1, 64, value=d.batch_size, step=1, label="Batch size (frames at once)",
+                                               elem_id="dub-batch-size")
                 with gr.Row():
                     check_btn = gr.Button("First-frame check", elem_id="dub-check-btn")
                     run_btn = gr.Button("Dub", variant="primary", elem_id="dub-run-btn")
@@ -64,7 +95,8 @@ def build_dub_tab() -> SimpleNamespace:
                 result = gr.Video(label="Dubbed video", interactive=False, elem_id="dub-result", autoplay=False)
                 result_md = gr.Markdown("", elem_id="dub-result-info")
     settings = [model, extra_margin, parsing_mode, cheek_left, cheek_right, fps_rule, when_audio_longer,
-                when_video_longer, batch_size]
+                when_video_longer, batch_size, steps, guidance, deepcache, whisper_pad, whisper_floor, face_smoothing,
+                rounding, frame_count, whisper_windows]
     inputs = [video, audio, trim_start, trim_end, *settings]
     names = {k: v for k, v in locals().items() if isinstance(v, (gr.blocks.Block, list))}
     return SimpleNamespace(**names)

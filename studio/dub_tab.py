@@ -2,7 +2,7 @@
 
 A run streams through studio.jobs.stream_run like a generation (one run at a time on the one
 engine, Cancel only from the page that started it: `rt.runs`); the result lands in the same
-gallery as generated videos, with model musetalk-1.5 and mode dub.
+gallery as generated videos, with the dubbing model's name and mode dub.
 """
 from __future__ import annotations
 
@@ -25,23 +25,27 @@ log = logging.getLogger("humo.studio")
 
 DUB_MODEL = "musetalk-1.5"
 INPUT_NAMES = ["video", "audio", "trim_start", "trim_end", "model", "extra_margin", "parsing_mode", "cheek_left",
-               "cheek_right", "fps_rule", "when_audio_longer", "when_video_longer", "batch_size"]
-STAGE_WORDS = {"reading": "Reading the inputs", "tracking": "Finding the face", "loading": "Loading MuseTalk 1.5",
+               "cheek_right", "fps_rule", "when_audio_longer", "when_video_longer", "batch_size", "steps", "guidance",
+               "deepcache", "whisper_pad", "whisper_floor", "face_smoothing", "rounding", "frame_count", "whisper_windows"]
+MODEL_LABELS = {"musetalk-1.5": "MuseTalk 1.5", "latentsync-1.6": "LatentSync 1.6"}
+STAGE_WORDS = {"reading": "Reading the inputs", "tracking": "Finding the face", "loading": "Loading the model",
                "encoding_audio": "Encoding the voice", "dubbing": "Dubbing", "writing": "Writing the MP4",
                "done": "Done", "queued": "Waiting to start"}
 
 
-def weights_markdown(weights_dir: str) -> str:
-    """MuseTalk 1.5's weights: present, or the commands that get them (no network)."""
+def weights_markdown(weights_dir: str, model: str | None = None) -> str:
+    """A dubbing model's weights: present, or the commands that get them (no network)."""
     from engine import weights
     from engine.redact import redact_text
 
-    st = weights.find(DUB_MODEL, weights_dir)
+    model = model if model in MODEL_LABELS else DUB_MODEL
+    label = MODEL_LABELS[model]
+    st = weights.find(model, weights_dir)
     if st.complete:
-        return redact_text(f"**MuseTalk 1.5**: weights present in `{weights_dir}` "
+        return redact_text(f"**{label}**: weights present in `{weights_dir}` "
                            f"({weights.format_bytes(st.size_on_disk)}).")
-    return redact_text(f"**MuseTalk 1.5**: weights are not ready in `{weights_dir}`: {st.problem()}. Run "
-                       f"`{st.command}`, or `python -m engine make-tiny {weights_dir} --model {DUB_MODEL}` "
+    return redact_text(f"**{label}**: weights are not ready in `{weights_dir}`: {st.problem()}. Run "
+                       f"`{st.command}`, or `python -m engine make-tiny {weights_dir} --model {model}` "
                        "(or press **Make tiny weights**) for random weights that check the pipeline.")
 
 
@@ -100,18 +104,27 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
     d = ui.dub
     demo.load(lambda: weights_markdown(config.weights_dir), None, d.weights_md, api_visibility="private", queue=False)
 
-    def make_tiny():
+    def on_model(model):
+        latentsync = model == "latentsync-1.6"
+        return (weights_markdown(config.weights_dir, model), gr.update(visible=latentsync),
+                gr.update(visible=not latentsync))
+
+    d.model.change(on_model, d.model, [d.weights_md, d.latentsync_settings, d.musetalk_settings],
+                   api_visibility="private", queue=False)
+
+    def make_tiny(model=None):
         from studio import weights_panel
+        model = model if model in MODEL_LABELS else DUB_MODEL
         try:
-            gr.Info("Making tiny MuseTalk weights…")
-            line = weights_panel.make_tiny(config.weights_dir, model=DUB_MODEL)
+            gr.Info(f"Making tiny {MODEL_LABELS[model]} weights…")
+            line = weights_panel.make_tiny(config.weights_dir, model=model)
         except Exception as err:
             msg = friendly(err) if not isinstance(err, RuntimeError) else str(err)
             gr.Warning(msg)
-            return weights_markdown(config.weights_dir) + f"\n\n**Problem:** {esc(msg)}"
-        return weights_markdown(config.weights_dir) + f"\n\n{line}"
+            return weights_markdown(config.weights_dir, model) + f"\n\n**Problem:** {esc(msg)}"
+        return weights_markdown(config.weights_dir, model) + f"\n\n{line}"
 
-    d.make_tiny_btn.click(make_tiny, None, d.weights_md, api_name="make_tiny_dub_weights")
+    d.make_tiny_btn.click(make_tiny, d.model, d.weights_md, api_name="make_tiny_dub_weights")
 
     def on_audio(path):
         text = audio_tools.describe(path)
@@ -122,7 +135,9 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
     d.audio.change(on_audio, d.audio, d.audio_md, api_visibility="private")
 
     def request_of(video, audio, trim_start, trim_end, model, extra_margin, parsing_mode, cheek_left, cheek_right,
-                   fps_rule, when_audio_longer, when_video_longer, batch_size, out_path=None):
+                   fps_rule, when_audio_longer, when_video_longer, batch_size, steps=None, guidance=None,
+                   deepcache=None, whisper_pad=None, whisper_floor=None, face_smoothing=None, rounding=None,
+                   frame_count=None, whisper_windows=None, out_path=None):
         """The engine's DubRequest for the tab's values; the voice trimmed (and checked) first."""
         from engine.dub.request import DubRequest, validate_dub_request
 
@@ -136,14 +151,19 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         if wave.size == 0 or float(abs(wave).max()) < audio_tools.SILENCE_PEAK:
             raise InputError("The voice is silent, so there is nothing for the lips to follow.",
                              hint="Use a clip with speech in it.")
-        req = DubRequest(video=path, audio=voice, out_path=out_path, model=model or DUB_MODEL,
+        d = DubRequest(video="", audio="")
+        given = {"steps": steps, "guidance": guidance, "deepcache": deepcache, "whisper_pad": whisper_pad,
+                 "whisper_floor": whisper_floor, "face_smoothing": face_smoothing, "rounding": rounding,
+                 "frame_count": frame_count, "whisper_windows": whisper_windows}
+        sync = {k: (getattr(d, k) if v is None or v == "" else v) for k, v in given.items()}
+        req = DubRequest(video=path, audio=voice, out_path=out_path, model=model or DUB_MODEL, **sync,
                          extra_margin=extra_margin if extra_margin is not None else 10,
                          parsing_mode=parsing_mode or "jaw",
                          cheek_left=cheek_left if cheek_left is not None else 90,
                          cheek_right=cheek_right if cheek_right is not None else 90,
                          fps_rule=fps_rule or "exact", when_audio_longer=when_audio_longer or "pingpong",
                          when_video_longer=when_video_longer or "cut", batch_size=batch_size or 8,
-                         metadata={"variant": DUB_MODEL, "audio_source": Path(str(audio)).name,
+                         metadata={"variant": model or DUB_MODEL, "audio_source": Path(str(audio)).name,
                                    "trim_start": trim_start or 0, "trim_end": trim_end or 0})
         return validate_dub_request(req)
 
@@ -169,8 +189,8 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
                       api_name="dub_check", concurrency_limit=1, concurrency_id="gpu")
 
     def dub(*values, request: gr.Request = None, progress=None):
-        """Dub a video with a new voice (MuseTalk 1.5). Streams (status, preview, video, summary, gallery);
-        the finished video is saved in the gallery (model musetalk-1.5, mode dub)."""
+        """Dub a video with a new voice (MuseTalk 1.5 or LatentSync 1.6). Streams (status, preview, video,
+        summary, gallery); the finished video is saved in the gallery (its model's name, mode dub)."""
         session = getattr(request, "session_hash", None)
         user = getattr(request, "username", None)
         keep = gr.skip()

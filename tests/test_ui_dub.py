@@ -2,6 +2,8 @@
 headless Debian Chromium, the real talking-head clip and a short spoken voice."""
 from __future__ import annotations
 
+import re
+
 import pytest
 from gradio_client import Client
 from playwright.sync_api import sync_playwright
@@ -119,5 +121,34 @@ def test_dub_this_video_from_the_gallery(env):
     assert page.get_by_role("tab", name="Dub").get_attribute("aria-selected") == "true"
     src = page.evaluate("() => document.querySelector('#dub-video video').src")
     assert src.endswith(".mp4"), src
+    assert_no_page_errors(page)
+    page.close()
+
+
+def test_latentsync_choice_makes_its_weights_and_dubs(env):
+    page = open_dub_tab(env, env["short"])
+    assert not page.locator("#dub-latentsync-settings").is_visible()
+    page.locator("#dub-model input").click()
+    page.get_by_role("option", name=re.compile("^LatentSync 1.6")).click()
+    page.locator("#dub-latentsync-settings").wait_for(state="visible", timeout=30_000)
+    page.locator("#dub-musetalk-settings").wait_for(state="hidden", timeout=30_000)
+    page.wait_for_function("() => (document.querySelector('#dub-weights')?.innerText || '')"
+                           ".includes('LatentSync 1.6')", timeout=30_000)
+    weights_line = page.locator("#dub-weights").inner_text()
+    if "weights present" not in weights_line:                 # a fresh studio: make them from the page
+        assert "download --model latentsync-1.6" in weights_line, weights_line
+        page.locator("#dub-make-tiny").click()
+        page.wait_for_function("() => (document.querySelector('#dub-weights')?.innerText || '')"
+                               ".includes('weights present')", timeout=180_000)
+    page.locator("#dub-latentsync-settings").get_by_text("LatentSync settings").first.click()
+    set_number(page, "dub-steps", 2)
+    page.locator("#dub-run-btn").click()
+    status = wait_dub_status(page, "Done:", timeout_ms=300_000)
+    entry_id = status.split("Done:")[1].strip().split()[0]
+    page.wait_for_selector("#dub-result video", timeout=60_000)
+    found = Client(env["app"].url, verbose=False).predict(mode="dub", variant="latentsync-1.6",
+                                                          api_name="/gallery_search")
+    entry = next(e for e in found["entries"] if e["id"] == entry_id)
+    assert entry["mode"] == "dub", entry
     assert_no_page_errors(page)
     page.close()
