@@ -6,6 +6,10 @@ rank writes how far it got to the group's key-value store (torch.distributed's o
 torchrun or the first rank hosts), and a rank that fails with an error writes that error there
 too. When a collective fails, the ranks that did not reach it are the ones that stopped.
 
+A rank behind the others may only be slower: it soon fails at the same collective and says so,
+so the ranks that saw the failure give the others a moment (a quarter of the timeout, at most 15 s)
+before naming them.
+
 A rank that neither answers nor dies (stuck) is given up on after the group timeout:
 HUMO_DIST_TIMEOUT_S seconds (default 900; loading large weights on every rank happens before the
 first collective, so it must cover the slowest rank's loading).
@@ -13,6 +17,8 @@ first collective, so it must cover the slowest rank's loading).
 from __future__ import annotations
 
 import os
+import threading
+import time
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Callable
@@ -218,6 +224,24 @@ class ParallelGroup:
     def _read(self, key: str) -> str | None:
         return self._store.get(key).decode() if self._store.check([key]) else None
 
+    def _fresh(self, key: str) -> str | None:
+        """An 'op|text' report written at this collective (or the one before), else None."""
+        raw = self._read(key)
+        if not raw:
+            return None
+        op, _, text = raw.partition("|")
+        return text if int(op) >= self._op - 1 else None
+
+    def _await_reports(self, ranks: list[int], seconds: float) -> None:
+        """Until each of `ranks` has reported (failed here, or stopped) or `seconds` have passed."""
+        deadline = time.monotonic() + seconds
+        pause = threading.Event()
+        while time.monotonic() < deadline:
+            if all(self._store.check([f"{_PREFIX}failed/{r}"]) or self._store.check([f"{_PREFIX}stopped/{r}"])
+                   for r in ranks):
+                return
+            pause.wait(0.05)
+
     def _stopped(self, what: str, err: BaseException) -> RankStopped:
         hint = "Check that rank's output; every rank must run to the end for a video to be made."
         timed_out = "timed out" in str(err).lower() or "timeout" in str(err).lower()
@@ -225,20 +249,21 @@ class ParallelGroup:
         try:
             if self._store is None:
                 raise RuntimeError("no store")
-            progress = {r: int(self._read(f"{_PREFIX}progress/{r}") or -1) for r in others}
-            notes = {}
-            for r in others:
-                raw = self._read(f"{_PREFIX}stopped/{r}")
-                if raw:
-                    op, _, why = raw.partition("|")
-                    if int(op) >= self._op - 1:      # older reports belong to earlier runs
-                        notes[r] = why
+            self._store.set(f"{_PREFIX}failed/{self.rank}", f"{self._op}|")     # "alive, and saw it fail"
+            notes = {r: why for r in others if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None}
+            # Ranks that did not reach this collective: stopped, or only slower. A slower rank soon
+            # fails here too and says so; give it a moment (a quarter of the timeout, at most 15 s).
+            behind = [r for r in others if r not in notes and int(self._read(f"{_PREFIX}progress/{r}") or -1) < self._op]
+            if behind:
+                self._await_reports(behind, min(15.0, max(1.0, self.timeout_s / 4)))
+                notes.update({r: why for r in behind if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None})
+                behind = [r for r in behind if r not in notes and self._fresh(f"{_PREFIX}failed/{r}") is None]
         except Exception:
             # The store lives with torchrun's agent, or else with rank 0: gone with it.
             if not self._agent_store and self.rank != 0:
                 return RankStopped(f"rank 0 stopped while {what}: {_short(err)}", hint=hint)
             return RankStopped(f"another rank stopped while {what}: {_short(err)}", hint=hint)
-        named = [r for r in others if progress[r] < self._op] or sorted(notes)
+        named = sorted(set(behind) | set(notes))
         if not named:
             return RankStopped(f"a rank stopped while {what}: {_short(err)}", hint=hint)
         who = f"rank {named[0]}" if len(named) == 1 else "ranks " + ", ".join(map(str, named))
