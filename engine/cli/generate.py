@@ -285,7 +285,8 @@ def _run_planned(args, planned, group) -> int:
         interrupted["n"] += 1
         if interrupted["n"] > 1:
             raise KeyboardInterrupt
-        tqdm.write("cancelling (Ctrl-C again to quit at once)...", file=sys.stderr)
+        if speak:
+            tqdm.write("cancelling (Ctrl-C again to quit at once)...", file=sys.stderr)
         engine.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
