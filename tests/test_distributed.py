@@ -80,6 +80,26 @@ def test_launch_env_reads_torchrun_variables():
         timeout_from_env({"HUMO_DIST_TIMEOUT_S": "soon"})
 
 
+def test_dist_model_is_labelled_modelled_and_its_arithmetic_holds(capsys):
+    from engine.tools import dist_model
+
+    assert dist_model.main(["--gpus", "2,4,8"]) == 0
+    text = capsys.readouterr().out
+    assert text.startswith("MODELLED, NOT MEASURED") and "PLACEHOLDERS" in text
+    rows = dist_model.model([2, 4, 8], {"nvlink": 450.0}, {"humo-1.7b": 1.0, "humo-17b": 20.0})
+    by = {(r["variant"], r["gpus"]): r for r in rows}
+    small = by[("humo-1.7b", 2)]
+    # 1.7B 480p: 25 + 1 latent frames of 60x104, float32 -> one pass output; 2 ranks x 2 passes each.
+    assert small["out_bytes"] == 16 * 26 * 60 * 104 * 4 and small["tokens"] == 26 * 30 * 52
+    assert small["guidance"]["comm_bytes"] == 2 * small["out_bytes"]
+    assert by[("humo-1.7b", 8)]["guidance"]["speedup"] <= 4.0 < by[("humo-1.7b", 8)]["best"]["speedup"]
+    assert by[("humo-17b", 2)]["guidance"]["speedup"] < 1.5 + 1e-9          # 3 passes on 2 GPUs: 2 + 1
+    assert not by[("humo-17b", 2)]["best"]["built"]                         # a sequence split would do better
+    assert dist_model.main(["--pass-s-1.7b", "2.0", "--pass-s-17b", "30", "--link", "pcie", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["modelled"] and not data["measured"] and not data["pass_s_placeholder"]
+
+
 # -- real ranks ------------------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
