@@ -190,23 +190,29 @@ def ranks(tmp_path, tiny_weights):
 
 @pytest.fixture(scope="module")
 def single(tmp_path_factory, tiny_weights, inputs):
-    """Single-process reference runs, one per variant, made on first use."""
+    """Single-process reference runs, one per variant and settings, made on first use."""
     done: dict[str, Ranks] = {}
 
-    def get(variant: str) -> Ranks:
-        if variant not in done:
-            run = Ranks(tmp_path_factory.mktemp(f"single-{variant}"), tiny_weights, "run", request(inputs, variant), 1)
+    def get(variant: str, **over) -> Ranks:
+        key = json.dumps([variant, over], sort_keys=True)
+        if key not in done:
+            run = Ranks(tmp_path_factory.mktemp(f"single-{variant}"), tiny_weights, "run",
+                        request(inputs, variant, **over), 1)
             assert run.wait()[0]["outcome"] == "done"
-            done[variant] = run
-        return done[variant]
+            done[key] = run
+        return done[key]
 
     return get
 
 
-@pytest.mark.parametrize("variant, world", [("tiny", 2), ("tiny", 3), ("tiny-17b", 2)])
-def test_distributed_run_equals_the_single_process_run(ranks, single, inputs, variant, world):
-    ref = single(variant).latents(0)
-    run = ranks("run", request(inputs, variant), world)
+WINDOWS = dict(frames=9, window_length=2, window_overlap=1)   # 3 latent frames in 2 context windows per step
+
+
+@pytest.mark.parametrize("variant, world, over", [("tiny", 2, {}), ("tiny", 3, {}), ("tiny-17b", 2, {}), ("tiny", 2, WINDOWS)],
+                         ids=["1.7b-layout-2-ranks", "1.7b-layout-3-ranks", "17b-layout-2-ranks", "windows-2-ranks"])
+def test_distributed_run_equals_the_single_process_run(ranks, single, inputs, variant, world, over):
+    ref = single(variant, **over).latents(0)
+    run = ranks("run", request(inputs, variant, **over), world)
     results = run.wait()
     assert sorted(results) == list(range(world)) and all(r["outcome"] == "done" for r in results.values())
     for rank in range(world):
