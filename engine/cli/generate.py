@@ -128,7 +128,7 @@ def _build_request(settings: dict, out_path: str | None):
     request.preview = False
     known = {f.name for f in fields(GenerationRequest)}
     unknown = sorted(k for k in data if k not in known and not k.startswith("_")
-                     and k not in ("out", "runs", "size"))
+                     and k not in ("out", "runs", "size", "compiled", "parallel"))   # how a run ran, not settings
     return request, unknown, notices
 
 
