@@ -80,7 +80,7 @@ class PreviewEvent(Event):
 
 @dataclass
 class ResultEvent(Event):
-    video_path: str
+    video_path: str | None       # None on the ranks of a torchrun run other than rank 0 (no file)
     frames: int
     width: int
     height: int

@@ -4,6 +4,10 @@ One video from flags; several seeds with `--runs N`; a list of jobs with `--jobs
 settings of an earlier video with `--from OLD.mp4` (every flag given on the command line wins).
 The models stay loaded from one video to the next. Ctrl-C cancels the video in progress and
 skips the rest.
+
+Under torchrun (`torchrun --nproc-per-node N -m engine generate ...`) every rank runs this same
+command; the guidance passes of each step are shared out (engine.parallel), rank 0 prints the
+progress and writes the videos, the other ranks stay quiet unless they fail.
 """
 from __future__ import annotations
 
@@ -124,7 +128,7 @@ def _build_request(settings: dict, out_path: str | None):
     request.preview = False
     known = {f.name for f in fields(GenerationRequest)}
     unknown = sorted(k for k in data if k not in known and not k.startswith("_")
-                     and k not in ("out", "runs", "size"))
+                     and k not in ("out", "runs", "size", "compiled", "parallel"))   # how a run ran, not settings
     return request, unknown, notices
 
 
@@ -216,9 +220,31 @@ def precheck(request) -> None:
 
 
 def run(args) -> int:
-    from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
+    from engine.errors import EngineError
+    from engine.parallel import ParallelGroup, launch_env
 
     planned = plan_jobs(args)
+    launch = launch_env()
+    if launch is None or args.dry_run:
+        return 0 if launch is not None and launch.rank != 0 else _run_planned(args, planned, None)
+    group = ParallelGroup.start(launch, args.device)
+    try:
+        planned = group.same(planned)       # rank 0's seeds (a random seed is drawn on each rank)
+        return _run_planned(args, planned, group)
+    except EngineError as err:
+        if group.rank == 0:
+            raise
+        print(f"error: [rank {group.rank}] {err}", file=sys.stderr)
+        return 2
+    finally:
+        group.close()
+
+
+def _run_planned(args, planned, group) -> int:
+    from engine.errors import Cancelled, EngineError, InputError, OutOfResources, WeightsError
+    from engine.parallel import RankStopped
+
+    speak = group is None or group.rank == 0     # only rank 0 of a torchrun run prints progress
     # Check every job before loading anything: a typo in job 7 should not surface hours later.
     requests, problems = [], []
     for i, (settings, out, notes) in enumerate(planned, 1):
@@ -236,7 +262,7 @@ def run(args) -> int:
         raise InputError(problems[0][1])        # one setting, wrong for every video: say it once
     problems = [f"job {i}: {text}" for i, text in problems]
     if problems:
-        for line in problems[:-1]:
+        for line in problems[:-1] if speak else ():
             print(f"error: {line}", file=sys.stderr)
         suffix = f" ({len(problems)} of {len(planned)} jobs have problems; nothing was made)" if len(planned) > 1 else ""
         raise InputError(problems[-1] + suffix)
@@ -248,8 +274,9 @@ def run(args) -> int:
     from engine import Engine
 
     variants = {r.variant for r, _ in requests}
-    engine = Engine(args.weights, device=args.device, attention=args.attention, compile=args.compile, plan=args.plan)
-    if len(variants) > 1 and not args.quiet:
+    engine = Engine(args.weights, device=group.device if group is not None else args.device, attention=args.attention,
+                    compile=args.compile, plan=args.plan, parallel=group)
+    if len(variants) > 1 and not args.quiet and speak:
         tqdm.write(f"note: the jobs use {len(variants)} models; each switch reloads weights", file=sys.stderr)
 
     interrupted = {"n": 0}
@@ -258,7 +285,8 @@ def run(args) -> int:
         interrupted["n"] += 1
         if interrupted["n"] > 1:
             raise KeyboardInterrupt
-        tqdm.write("cancelling (Ctrl-C again to quit at once)...", file=sys.stderr)
+        if speak:
+            tqdm.write("cancelling (Ctrl-C again to quit at once)...", file=sys.stderr)
         engine.cancel()
 
     previous = signal.signal(signal.SIGINT, on_sigint)
@@ -266,20 +294,23 @@ def run(args) -> int:
     try:
         for i, (request, notes) in enumerate(requests, 1):
             label = f"[{i}/{len(requests)}] " if len(requests) > 1 else ""
-            for note in notes:
+            for note in notes if speak else ():
                 tqdm.write(f"note: {label}{note}", file=sys.stderr)
             try:
-                Path(request.out_path).parent.mkdir(parents=True, exist_ok=True)
-                result = _one(engine, request, label, args.quiet, tqdm)
+                if speak:
+                    Path(request.out_path).parent.mkdir(parents=True, exist_ok=True)
+                result = _one(engine, request, label, args.quiet, tqdm, speak)
             except Cancelled:
-                tqdm.write(f"{label}cancelled", file=sys.stderr)
+                if speak:
+                    tqdm.write(f"{label}cancelled", file=sys.stderr)
                 break
-            except (WeightsError, OutOfResources):
-                raise                # missing weights or a full disk: every job after this one would fail too
+            except (WeightsError, OutOfResources, RankStopped):
+                raise                # missing weights, a full disk, a lost rank: every job after this one would fail too
             except EngineError as err:
                 if len(requests) == 1:
                     raise
-                tqdm.write(f"error: {label}{err}", file=sys.stderr)
+                if speak:
+                    tqdm.write(f"error: {label}{err}", file=sys.stderr)
                 failed.append((i, str(err)))
                 continue
             written.append(result)
@@ -287,9 +318,10 @@ def run(args) -> int:
         signal.signal(signal.SIGINT, previous)
 
     if interrupted["n"]:
-        print(f"cancelled: {len(written)} of {len(requests)} videos written", file=sys.stderr)
+        if speak:
+            print(f"cancelled: {len(written)} of {len(requests)} videos written", file=sys.stderr)
         return 130
-    if len(requests) > 1:
+    if len(requests) > 1 and speak:
         print(f"{len(written)} of {len(requests)} videos written" +
               (f"; failed: {', '.join(f'job {i}' for i, _ in failed)}" if failed else ""), file=sys.stderr)
     return 1 if failed else 0
@@ -307,14 +339,15 @@ def _dry_run(requests) -> int:
     return 0
 
 
-def _one(engine, request, label: str, quiet: bool, tqdm):
+def _one(engine, request, label: str, quiet: bool, tqdm, speak: bool = True):
     bar = None
     result = None
+    quiet = quiet or not speak
     try:
         for ev in engine.generate(request):
             if ev.kind == "stage" and not quiet:
                 tqdm.write(f"{label}[{ev.stage}] {ev.message}", file=sys.stderr)
-            elif ev.kind == "notice":
+            elif ev.kind == "notice" and speak:
                 tqdm.write(f"note: {label}{ev.message}", file=sys.stderr)
             elif ev.kind == "step" and not quiet:
                 if bar is None:
@@ -322,6 +355,8 @@ def _one(engine, request, label: str, quiet: bool, tqdm):
                 bar.update(ev.step - bar.n)
             elif ev.kind == "result":
                 result = ev
+                if not speak:
+                    continue
                 print(f"wrote {ev.video_path}: {ev.frames} frames, {ev.width}x{ev.height}, {ev.fps} fps, "
                       f"{ev.duration_s:.2f} s, seed {ev.seed}, {ev.timings['total_s']:.1f} s", flush=True)
     finally:

@@ -35,7 +35,7 @@ class Engine:
     def __init__(self, weights_dir: str | Path = "weights", *, device: str | None = None, dtype: torch.dtype | None = None,
                  batch_passes: bool | None = None, attention: str | None = None, compile: bool = False,
                  fast_mode: str | None = None, plan: str | None = "auto", idle_unload_s: float | None = None,
-                 file_names_only: bool = False):
+                 file_names_only: bool = False, parallel=None):
         self.weights_dir = Path(weights_dir)
         # The settings in each MP4 name the input files without their folders: a server's videos are
         # downloaded by others (engine.redact). The result event keeps the full paths.
@@ -59,6 +59,10 @@ class Engine:
         self._placement = None
         self.idle_unload_s = idle_unload_s  # free every part after this long without a run
         self._idle_timer: threading.Timer | None = None
+        # A torchrun run (engine.parallel.ParallelGroup): the guidance passes are shared with the
+        # other ranks, which run the same requests; rank 0 writes the videos.
+        self.parallel = parallel
+        self._cancel_deferred = False   # while ranks work together, a cancel waits for the next agreed step
 
     # -- lifecycle ------------------------------------------------------------------------
 
@@ -121,6 +125,10 @@ class Engine:
         self.plan, self._placement = plan, memory.Placement(plan, self.device)
 
     def _check_cancel(self) -> None:
+        if self._cancel.is_set() and not self._cancel_deferred:
+            raise Cancelled()
+
+    def _cancel_asked(self) -> None:
         if self._cancel.is_set():
             raise Cancelled()
 
@@ -143,7 +151,10 @@ class Engine:
         if self._idle_timer is not None:
             self._idle_timer.cancel()
         try:
-            yield from self._generate(request)
+            if self.parallel is None:
+                yield from self._generate(request)
+            else:
+                yield from self._generate_together(request)
         finally:
             if self._placement is not None:
                 self._placement.release()
@@ -153,6 +164,21 @@ class Engine:
                 self._idle_timer = threading.Timer(self.idle_unload_s, self._unload_if_idle)
                 self._idle_timer.daemon = True
                 self._idle_timer.start()
+
+    def _generate_together(self, request: GenerationRequest) -> Iterator:
+        """A run shared with the other ranks: a rank that fails tells them why before it stops."""
+        from engine.parallel import RankStopped
+
+        self.parallel.begin_run()
+        self._cancel_deferred = True
+        try:
+            yield from self._generate(request)
+        except BaseException as err:
+            if not isinstance(err, (RankStopped, Cancelled)):
+                self.parallel.report_stop(err)
+            raise
+        finally:
+            self._cancel_deferred = False
 
     @property
     def dubber(self):
@@ -193,6 +219,13 @@ class Engine:
         resolve_request(request.to_dict())
         wave, images = yield from stages.read_inputs(request)
         res = resolve(request, None if wave is None else len(wave))
+        parallel = self.parallel
+        if parallel is not None:
+            from engine.humo.guidance import plan_for
+
+            res.seed = parallel.same(res.seed)      # every rank draws the same noise
+            n_passes = len(plan_for(res.variant.reference, res.mode, 1000.0, res.variant.defaults.switch_t).passes)
+            yield NoticeEvent(parallel.describe(n_passes))
         fast = get_fast_mode(request.fast_mode if request.fast_mode is not None else self.fast_mode)
         if fast is not None:
             res.steps = fast.steps_for(res.steps)
@@ -238,7 +271,7 @@ class Engine:
         def on_step(i: int, total: int, x0: torch.Tensor) -> None:
             elapsed = time.perf_counter() - t_denoise
             events.append(StepEvent(i, total, elapsed, elapsed / i * (total - i)))
-            if request.preview:
+            if request.preview and (parallel is None or parallel.rank == 0):
                 from engine.humo.preview import latents_to_rgb
 
                 events.append(PreviewEvent(i, total, latents_to_rgb(x0, request.preview_max_side)))
@@ -252,21 +285,36 @@ class Engine:
             cache_mode = None
             yield NoticeEvent(f"{fast.label}: its step cache is off for videos longer than one window "
                               "(fewer steps, where the mode has them, still apply).")
+        elif parallel is not None and fast is not None and fast.cache is not None:
+            # A step cache compares all passes of consecutive steps; each rank sees only its share.
+            cache_mode = None
+            yield NoticeEvent(f"{fast.label}: its step cache is off when the guidance passes are split over "
+                              "ranks (fewer steps, where the mode has them, still apply).")
         # Caches compare consecutive steps: all passes of a step must go through one forward.
         batched = batched or (cache_mode is not None and cache_mode.cache is not None)
         with fast_mode_cache(dit, cache_mode, stages.dit_call(dit, self.device, self.dtype)) as (model_fn, cache_stats):
             # The loop runs in this generator's frame, so events are handed out step by step.
             final = yield from stages.denoise_with_events(model_fn, noise, cond, res, on_step, events, batched,
-                                                          self._check_cancel)
+                                                          self._check_cancel if parallel is None else self._cancel_asked,
+                                                          parallel)
+        self._cancel_deferred = False       # past the shared part: each rank goes on alone
         final = final.cpu()
         timings["denoise_s"] = time.perf_counter() - t_denoise
         if cache_stats.calls:
             yield NoticeEvent(f"{fast.label}: {cache_stats.summary()}.")
 
-        yield StageEvent("decoding", "Decoding the video and writing the MP4")
         settings = res.settings(request)
         settings["fast_mode"] = fast.name if fast is not None else None
         settings["compiled"] = self.compile_backend
+        if parallel is not None:
+            settings["parallel"] = parallel.settings(n_passes)
+            if parallel.rank != 0:          # rank 0 writes the video; the others are done
+                timings["total_s"] = time.perf_counter() - t_start
+                yield StageEvent("done", f"Done (rank {parallel.rank}: rank 0 writes the video)")
+                yield ResultEvent(video_path=None, frames=res.frames, width=res.width, height=res.height, fps=FPS,
+                                  seed=res.seed, duration_s=0.0, timings=timings, settings=settings)
+                return
+        yield StageEvent("decoding", "Decoding the video and writing the MP4")
         kept = redact_settings(settings) if self.file_names_only else settings
         with self._stage(timings, "decode_write_s", "vae"):
             # Decoded a latent frame at a time and written as it comes: a long video is never held whole.

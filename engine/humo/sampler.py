@@ -12,6 +12,7 @@ from engine.humo.guidance import Pass, Plan, combine, plan_for
 
 if TYPE_CHECKING:
     from engine.humo.windows import WindowPlan
+    from engine.parallel import ParallelGroup
 
 LATENT_CHANNELS = 16
 
@@ -86,16 +87,28 @@ ModelFn = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torc
 
 
 def run_passes(model: ModelFn, plan: Plan, cond: Conditions, latents: torch.Tensor, t: torch.Tensor,
-               batched: bool, check_cancel: Callable[[], None] | None = None) -> dict[str, torch.Tensor]:
-    """Network outputs for every pass of `plan`, as one batch or one call each (same numbers)."""
-    inputs = [cond.pass_inputs(p, latents) for p in plan.passes]
+               batched: bool, check_cancel: Callable[[], None] | None = None,
+               parallel: "ParallelGroup | None" = None) -> dict[str, torch.Tensor]:
+    """Network outputs for every pass of `plan`, as one batch or one call each (same numbers).
+
+    With `parallel` (engine.parallel), this rank runs only its share of the passes and the
+    outputs of all ranks are gathered: every rank gets every pass's output."""
+    if parallel is not None:
+        return parallel.run_passes(plan.passes, lambda share: _run_passes(model, share, cond, latents, t, batched, None),
+                                   latents)
+    return _run_passes(model, plan.passes, cond, latents, t, batched, check_cancel)
+
+
+def _run_passes(model: ModelFn, passes, cond: Conditions, latents: torch.Tensor, t: torch.Tensor,
+                batched: bool, check_cancel: Callable[[], None] | None) -> dict[str, torch.Tensor]:
+    inputs = [cond.pass_inputs(p, latents) for p in passes]
     if batched:
         x, text, audio = (torch.stack([i[k] for i in inputs]) for k in range(3))
         y = torch.stack([i[3] for i in inputs]) if inputs[0][3] is not None else None
         out = model(x, t.expand(len(inputs)), text, audio, y)
-        return {p.name: out[k] for k, p in enumerate(plan.passes)}
+        return {p.name: out[k] for k, p in enumerate(passes)}
     outputs = {}
-    for p, (x, text, audio, y) in zip(plan.passes, inputs):
+    for p, (x, text, audio, y) in zip(passes, inputs):
         if check_cancel is not None:
             check_cancel()
         outputs[p.name] = model(x[None], t.reshape(1), text[None], audio[None], None if y is None else y[None])[0]
@@ -116,6 +129,7 @@ def denoise_steps(
     batched: bool = False,
     check_cancel: Callable[[], None] | None = None,
     windows: "WindowPlan | None" = None,
+    parallel: "ParallelGroup | None" = None,
 ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
     """The whole loop, one step at a time, in the caller's thread.
 
@@ -125,20 +139,26 @@ def denoise_steps(
     Yields `(i, total, x0)` after each step, x0 being the current clean estimate x_t − σ·v with
     the R reference frames dropped (how previews are made without the VAE). Returns the final
     latents without the reference frames: [16, T, h, w]. Closing the generator stops the loop.
+
+    With `parallel` (a torchrun run), the guidance passes of each step are spread over the ranks
+    (see run_passes), and a cancel is agreed at the start of each step: `check_cancel` raising on
+    any rank stops every rank at that step, so none waits for a missing partner.
     """
     scheduler = make_scheduler(steps, shift)
     latents = noise.clone()
     r = cond.ref_frames
     total = len(scheduler.timesteps)
     for i, t in enumerate(scheduler.timesteps):
-        if check_cancel is not None:
+        if parallel is not None:
+            parallel.agree_cancel(check_cancel)
+        elif check_cancel is not None:
             check_cancel()
         with torch.no_grad():
             plan = plan_for(reference, mode, float(t), switch_t)
             t_in = t.to(torch.float32).reshape(1)
 
             def predict(c: Conditions, x: torch.Tensor) -> torch.Tensor:
-                return combine(plan, run_passes(model, plan, c, x, t_in, batched, check_cancel), scales)
+                return combine(plan, run_passes(model, plan, c, x, t_in, batched, check_cancel, parallel), scales)
 
             if windows is None:
                 pred = predict(cond, latents)
