@@ -21,31 +21,29 @@ def golden_dir() -> Path:
     return GOLDEN
 
 
-@pytest.fixture(scope="session")
-def tiny_weights(tmp_path_factory) -> Path:
-    """The tiny variant's complete weights folder, written by the real `make-tiny` command."""
-    folder = tmp_path_factory.mktemp("weights")
-    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder)], cwd=ROOT, check=True,
+def _made_tiny(folder: Path, *model: str) -> Path:
+    """Random-weight files written into `folder` by the real `make-tiny` command."""
+    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder), *model], cwd=ROOT, check=True,
                    capture_output=True, text=True)
     return folder
 
 
 @pytest.fixture(scope="session")
+def tiny_weights(tmp_path_factory) -> Path:
+    """The tiny HuMo variant's complete weights folder."""
+    return _made_tiny(tmp_path_factory.mktemp("weights"))
+
+
+@pytest.fixture(scope="session")
 def musetalk_weights(tmp_path_factory) -> Path:
-    """Tiny MuseTalk 1.5 weights (random), written by the real `make-tiny --model musetalk-1.5` command."""
-    folder = tmp_path_factory.mktemp("dub-weights")
-    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder), "--model", "musetalk-1.5"], cwd=ROOT,
-                   check=True, capture_output=True, text=True)
-    return folder
+    """Tiny MuseTalk 1.5 weights (`make-tiny --model musetalk-1.5`)."""
+    return _made_tiny(tmp_path_factory.mktemp("dub-weights"), "--model", "musetalk-1.5")
 
 
 @pytest.fixture(scope="session")
 def latentsync_weights(tmp_path_factory) -> Path:
-    """Tiny LatentSync 1.6 weights (random), written by the real `make-tiny --model latentsync-1.6` command."""
-    folder = tmp_path_factory.mktemp("latentsync-weights")
-    subprocess.run([sys.executable, "-m", "engine", "make-tiny", str(folder), "--model", "latentsync-1.6"], cwd=ROOT,
-                   check=True, capture_output=True, text=True)
-    return folder
+    """Tiny LatentSync 1.6 weights (`make-tiny --model latentsync-1.6`)."""
+    return _made_tiny(tmp_path_factory.mktemp("latentsync-weights"), "--model", "latentsync-1.6")
 
 
 @pytest.fixture(scope="session")

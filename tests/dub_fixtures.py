@@ -38,6 +38,17 @@ def wav_prefix(src: Path, dst: Path, seconds: float, start: float | None = None)
     return dst
 
 
+def prepared(dubber, request):
+    """Run `dubber.prepare(request)`: (the DubJob, the events it sent)."""
+    events = []
+    gen = dubber.prepare(request)
+    while True:
+        try:
+            events.append(next(gen))
+        except StopIteration as stop:
+            return stop.value, events
+
+
 def one_line(err: BaseException) -> str:
     text = str(err)
     assert "\n" not in text and text.strip(), f"not one line: {text!r}"

@@ -24,7 +24,7 @@ from engine.errors import InputError
 from engine.media.audio import load_audio
 from engine.media.mp4_read import probe_mp4
 from engine.media.video_in import probe_video, read_frames
-from tests.dub_fixtures import ROOT, SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, wav_prefix
+from tests.dub_fixtures import ROOT, SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, prepared, wav_prefix
 
 STEPS = 2
 
@@ -83,14 +83,7 @@ def test_request_checks_the_latentsync_settings():
 
 
 def _run(dubber, **fields):
-    gen = dubber.prepare(DubRequest(model="latentsync-1.6", steps=STEPS, **fields))
-    events = []
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            job = stop.value
-            break
+    job, events = prepared(dubber, DubRequest(model="latentsync-1.6", steps=STEPS, **fields))
     outputs = []
     for indices, frames in dubber.output_frames(job):
         assert len(frames) == len(indices) <= 16

@@ -17,7 +17,7 @@ from engine.dub.lengths import ping_pong_frame, plan_lengths
 from engine.dub.pipeline import Dubber, _crop_box
 from engine.dub.request import DubRequest
 from engine.media.video_in import read_frames
-from tests.dub_fixtures import SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, wav_prefix
+from tests.dub_fixtures import SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, prepared, wav_prefix
 
 
 @pytest.fixture(scope="module")
@@ -38,14 +38,7 @@ def ten704(tmp_path_factory):
 
 
 def _run(dubber, **fields):
-    events = []
-    gen = dubber.prepare(DubRequest(**fields))
-    while True:
-        try:
-            events.append(next(gen))
-        except StopIteration as stop:
-            job = stop.value
-            break
+    job, events = prepared(dubber, DubRequest(**fields))
     outputs = []
     for indices, frames in dubber.output_frames(job):
         assert len(indices) == len(frames) and len(frames) <= job.request.batch_size
