@@ -49,6 +49,23 @@ def weights_markdown(weights_dir: str, model: str | None = None) -> str:
                        "(or press **Make tiny weights**) for random weights that check the pipeline.")
 
 
+def dub_values_from_settings(settings: dict) -> list:
+    """A kept dub's settings as the Dub tab's setting values (INPUT_NAMES after the video, voice and trim);
+    a value the request rule refuses falls back to its default."""
+    from engine.dub.request import DubRequest, validate_dub_request
+
+    default = DubRequest(video="v", audio="a")
+    values = []
+    for name in INPUT_NAMES[4:]:
+        value = settings.get(name, getattr(default, name))
+        try:
+            checked = validate_dub_request(DubRequest(video="v", audio="a", **{name: value}))
+            values.append(getattr(checked, name))
+        except (InputError, TypeError):
+            values.append(getattr(default, name))
+    return values
+
+
 def dub_status(state: RunState) -> str:
     """The status line of a dubbing run: stage, frame N/M, ETA, elapsed, and a bar."""
     if state.total:

@@ -196,22 +196,28 @@ def wire_gallery(demo, ui, rt: Runtime, config: StudioConfig, start_variant: str
         after_delete, None, [ui.gallery_count, ui.more_btn, ui.star_btn], api_visibility="private", queue=False)
 
     def reuse_settings(eid, request: gr.Request = None):
-        """Fill the Create form with a finished run's settings (and switch to it)."""
+        """Fill the Create form with a finished run's settings (and switch to it); for a dub, the Dub
+        tab's model and settings (the video and voice are chosen again)."""
+        from studio.dub_tab import dub_values_from_settings
+
         eid = (eid or "").strip()
+        unchanged = [gr.update()] * (len(ui.form) + 2 + len(ui.dub.settings))
         try:
+            entry = rt.gallery.get(eid, owner_of(request)) if eid else None
+            if entry is not None and entry.settings.get("mode") == "dub":
+                gr.Info("The dub's model and settings are filled in: choose the video and the voice.")
+                return unchanged[:len(ui.form) + 1] + [gr.Tabs(selected="dub")] + \
+                    dub_values_from_settings(entry.settings)
             s = rt.gallery.reuse_settings(eid, owner_of(request))
         except KeyError:
             gr.Warning(f"No gallery entry {eid!r}: select a run first.")
-            return [gr.update()] * (len(ui.form) + 2)
+            return unchanged
         except EngineError as err:
             gr.Warning(friendly(err))
-            return [gr.update()] * (len(ui.form) + 2)
-        if s.get("mode") == "dub":
-            gr.Warning("This run is a dub: press Dub this video to dub its video again.")
-            return [gr.update()] * (len(ui.form) + 2)
+            return unchanged
         return values_from_settings(s, start_variant, keep=gr.update()) + [
-            gr.Tabs(selected=s.get("mode") or "TIA"), gr.Tabs(selected="create")]
+            gr.Tabs(selected=s.get("mode") or "TIA"), gr.Tabs(selected="create")] + unchanged[:len(ui.dub.settings)]
 
-    ui.reuse_btn.click(reuse_settings, ui.entry_id, ui.form + [ui.mode_tabs, ui.main_tabs],
+    ui.reuse_btn.click(reuse_settings, ui.entry_id, ui.form + [ui.mode_tabs, ui.main_tabs] + ui.dub.settings,
                        api_name="reuse_settings", queue=False)
     return render

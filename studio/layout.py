@@ -58,7 +58,7 @@ STAR_OFF, STAR_ON = "☆ Star", "★ Starred"
 
 def gallery_variant_choices() -> list[tuple[str, str]]:
     return ([("All models", ALL)] + [(v.label, name) for name, v in VARIANTS.items()]
-            + [("MuseTalk 1.5 (dub)", "musetalk-1.5")])
+            + [("MuseTalk 1.5 (dub)", "musetalk-1.5"), ("LatentSync 1.6 (dub)", "latentsync-1.6")])
 
 
 def all_preset_choices() -> list[tuple[str, str]]:

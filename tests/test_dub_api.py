@@ -70,6 +70,12 @@ def test_dub_runs_and_lands_in_gallery(dub_studio):
     entry_id = status.split("Done:")[1].split("<")[0].strip()
     assert entry_id in [e["id"] for e in found["entries"]], found
     assert all(e["mode"] == "dub" for e in found["entries"])
+    # Reuse settings on a dub fills the Dub tab's settings (after the create form and the two tabs).
+    from studio.dub_tab import INPUT_NAMES
+
+    reused = client.predict(entry_id, api_name="/reuse_settings")
+    dub_values = dict(zip(INPUT_NAMES[4:], reused[-len(INPUT_NAMES[4:]):]))
+    assert dub_values["model"] == "musetalk-1.5" and dub_values["batch_size"] == 4, dub_values
 
 
 def test_dub_bad_inputs_give_one_line(dub_studio):
