@@ -55,6 +55,10 @@ class StepEvent(Event):
     total: int
     elapsed_s: float     # since denoising started
     eta_s: float         # estimate for the remaining denoising steps
+    # A video longer than one context window also reports, during step `step` + 1, the window about
+    # to be denoised: window 1..windows of that step (0 and 0 on the event that ends a step).
+    window: int = 0
+    windows: int = 0
 
     def __post_init__(self):
         self.kind = "step"

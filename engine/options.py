@@ -149,3 +149,52 @@ def check_attention(name: str | None) -> None:
     from engine.attention import choose_backend
 
     choose_backend(str(name).strip())
+
+
+# ----------------------------------------------------------------------------- time
+
+def run_estimate(variant: str | Variant, width=None, height=None, frames=None, mode: str = "TIA", steps=None, *,
+                 audio_seconds: float | None = None, window_length=None, window_overlap=None,
+                 window_schedule=None, images: int = 1, on: str | None = None) -> dict[str, Any]:
+    """How a job is cut into context windows, and about how long its denoising takes, as JSON.
+
+    Every value is checked by the one request rule (InputError); `frames` None or "auto" follows
+    `audio_seconds` (the kept part of the clip) when the mode has audio. Returns variant, width,
+    height, frames, latent_frames, window_frames (video frames per window), windows (per step),
+    steps, passes (network passes in all), pass_s, seconds, device and notices. A video that fits
+    one window is an ordinary run: windows is 1, and no time is estimated (pass_s and seconds are
+    None), so nothing heavy loads. The time is the speed model's (engine.memory.speed: the DiT's
+    FLOPs per pass at a sustained rate for `on`, default this machine's device): an estimate of the
+    denoising alone, for exact mode.
+    """
+    from engine.humo.windows import DEFAULT_LENGTH, DEFAULT_OVERLAP, DEFAULT_SCHEDULE, WindowPlan
+    from engine.request import check_mode, check_steps, check_windows, frames_for_audio, resolve_shape
+
+    v = _variant(variant)
+    mode = check_mode(mode or "TIA")
+    follows_audio = mode in ("TA", "TIA") and audio_seconds is not None
+    shape = resolve_shape(v, width, height, frames, audio_frames=follows_audio)
+    notices = list(shape.notices)
+    n = shape.frames if shape.frames is not None else frames_for_audio(int(float(audio_seconds) * 16000),
+                                                                       v.defaults.max_frames)
+    steps = check_steps(steps if steps not in (None, "") else v.defaults.steps, notices)
+    length, overlap, schedule = check_windows({"window_length": window_length, "window_overlap": window_overlap,
+                                               "window_schedule": window_schedule})
+    plan = WindowPlan(length or DEFAULT_LENGTH, overlap or DEFAULT_OVERLAP, schedule or DEFAULT_SCHEDULE)
+    latent = (n - 1) // 4 + 1
+    out: dict[str, Any] = {"variant": v.name, "width": shape.width, "height": shape.height, "frames": n,
+                           "latent_frames": latent, "window_frames": 4 * plan.length - 3,
+                           "windows": plan.count(latent), "schedule": plan.schedule, "steps": steps,
+                           "passes": None, "pass_s": None, "seconds": None, "device": None, "notices": notices}
+    if latent <= plan.length:
+        return out
+    from engine import memory
+
+    on = on or device()
+    refs = max(1, images) if mode in ("TIA", "TI") else 1
+    window_job = memory.Job(shape.width, shape.height, 4 * plan.length - 3, refs, mode, steps)
+    pass_s = memory.dit_flops(v.dit, window_job.tokens(v.dit)) / (memory.GPU_FLOPS if on == "cuda" else memory.CPU_FLOPS)
+    window_passes = sum(len(plan.spans(latent, step)) for step in range(steps))
+    passes = window_passes * memory.passes_per_step(v, mode)
+    out.update(passes=passes, pass_s=pass_s, seconds=passes * pass_s, device=on)
+    return out

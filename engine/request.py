@@ -26,6 +26,11 @@ MAX_SCALE = 30.0
 MAX_TRIM_S = 3600.0
 MAX_BACKGROUND_GAIN = 4.0
 AUTO_FRAMES = ("", "auto")
+FPS = 25
+AUDIO_SAMPLES_PER_FRAME = 16000 // FPS   # the engine hears 16 kHz audio (engine.humo.audio)
+MAX_WINDOW = 200          # latent frames per context window
+DEFAULT_WINDOW = 25       # engine.humo.windows.DEFAULT_LENGTH: 97 frames, the trained length
+WINDOW_SCHEDULES = ("shifted", "fixed")
 
 
 @dataclass
@@ -160,6 +165,34 @@ def check_seed(value) -> int:
     if not _given(value):
         return 0
     return check_number("Seed", value, RANDOM_SEED, MAX_SEED, whole=True, snap=False)
+
+
+def check_windows(raw: Mapping[str, Any]) -> tuple[int | None, int | None, str | None]:
+    """`window_length` (2 to 200 latent frames), `window_overlap` (1 to length - 1) and
+    `window_schedule` (shifted, fixed) of `raw`; each None when not given (the defaults of
+    engine.humo.windows: 25, 6, shifted)."""
+    length = overlap = schedule = None
+    if _given(raw.get("window_length")):
+        length = int(check_number("Window length", raw["window_length"], 2, MAX_WINDOW, whole=True))
+    if _given(raw.get("window_overlap")):
+        overlap = int(check_number("Window overlap", raw["window_overlap"], 1, (length or DEFAULT_WINDOW) - 1,
+                                   whole=True))
+    if _given(raw.get("window_schedule")):
+        schedule = str(raw["window_schedule"]).strip().lower()
+        if schedule not in WINDOW_SCHEDULES:
+            raise InputError(f"Window schedule {raw['window_schedule']!r} is not one of: shifted, fixed.")
+    return length, overlap, schedule
+
+
+def frames_for_audio(samples: int, max_frames: int) -> int:
+    """The frame count that follows a 16 kHz clip of `samples` (on the 4k+1 grid, at least 1);
+    a clip longer than `max_frames` is refused with a sentence."""
+    frames = snap_frames(max(int(samples) // AUDIO_SAMPLES_PER_FRAME, 1))
+    if frames > max_frames:
+        raise InputError(f"The clip covers {frames} frames ({frames / FPS / 60:.1f} min), longer than the "
+                         f"studio makes (up to {(max_frames - 1) / FPS / 60:.0f} min).",
+                         hint="Trim the audio or set a frame count.")
+    return frames
 
 
 def batch_seeds(seed: int, runs: int, rng: random.Random | None = None) -> list[int]:
@@ -312,16 +345,7 @@ def resolve_request(raw: Mapping[str, Any], *, rng: random.Random | None = None)
             extras[key] = check_number(label, given(key, 1.0 if key == "background_gain" else 0.0), 0, hi)
     seeds = batch_seeds(seed, runs, rng)
     negative = str(raw.get("negative_prompt") or "").strip() or None
-    window_length = window_overlap = window_schedule = None      # None: the defaults (engine.humo.windows)
-    if _given(raw.get("window_length")):
-        window_length = int(check_number("Window length", raw["window_length"], 2, 200, whole=True))
-    if _given(raw.get("window_overlap")):
-        window_overlap = int(check_number("Window overlap", raw["window_overlap"], 1, (window_length or 25) - 1,
-                                          whole=True))
-    if _given(raw.get("window_schedule")):
-        window_schedule = str(raw["window_schedule"]).strip().lower()
-        if window_schedule not in ("shifted", "fixed"):
-            raise InputError(f"Window schedule {raw['window_schedule']!r} is not one of: shifted, fixed.")
+    window_length, window_overlap, window_schedule = check_windows(raw)
     request = GenerationRequest(
         prompt=prompt, variant=variant.name, mode=mode,
         images=images if uses_image(mode) else [], audio=str(audio) if uses_audio(mode) else None,

@@ -134,24 +134,35 @@ def wire_form(demo, ui, config: StudioConfig, start_variant: str) -> None:
     ui.match_audio.change(lambda on: gr.update(interactive=not on), ui.match_audio, ui.frames,
                           api_visibility="private", queue=False)
 
-    def apply_preset(name, v, w, h, fr, st, sh, t, i, a):
+    def apply_preset(name, v, w, h, fr, st, sh, t, i, a, wl=None, wo=None, ws=None):
         """Fill the settings from a named preset (see presets/)."""
         current = dict(variant=v, width=w, height=h, frames=fr, steps=st, shift=sh, scale_t=t, scale_i=i,
-                       scale_a=a)
+                       scale_a=a, window_length=wl, window_overlap=wo, window_schedule=ws)
         if not name:
-            return [gr.update()] * 9
+            return [gr.update()] * 12
         try:
             from studio.presets import apply, get_preset
             out = apply(get_preset(name), current)
         except Exception as err:
             gr.Warning(friendly(err) if not isinstance(err, KeyError) else str(err.args[0]))
-            return [gr.update()] * 9
+            return [gr.update()] * 12
         return (size_key(out["width"], out["height"], v), out["width"], out["height"], out["frames"],
-                out["steps"], out["shift"], out["scale_t"], out["scale_i"], out["scale_a"])
+                out["steps"], out["shift"], out["scale_t"], out["scale_i"], out["scale_a"],
+                out["window_length"], out["window_overlap"], out["window_schedule"])
 
-    settings = [ui.size, ui.width, ui.height, ui.frames, ui.steps, ui.shift, ui.scale_t, ui.scale_i, ui.scale_a]
+    # The window settings came later: they are the last inputs and outputs (older callers leave them out).
+    settings = [ui.size, ui.width, ui.height, ui.frames, ui.steps, ui.shift, ui.scale_t, ui.scale_i, ui.scale_a,
+                ui.window_length, ui.window_overlap, ui.window_schedule]
     ui.preset.input(apply_preset, [ui.preset, ui.variant, ui.width, ui.height, ui.frames, ui.steps, ui.shift,
-                                   ui.scale_t, ui.scale_i, ui.scale_a], settings, api_name="apply_preset")
+                                   ui.scale_t, ui.scale_i, ui.scale_a, ui.window_length, ui.window_overlap,
+                                   ui.window_schedule], settings, api_name="apply_preset")
+
+    # Before a run: how a long video is cut into windows and about how long it takes.
+    estimate_inputs = [ui.variant, ui.mode, ui.audio, ui.trim_start, ui.trim_end, ui.match_audio, ui.frames,
+                       ui.width, ui.height, ui.steps, ui.window_length, ui.window_overlap, ui.window_schedule]
+    for comp in estimate_inputs:
+        comp.change(performance.window_line, estimate_inputs, ui.window_md, api_visibility="private",
+                    trigger_mode="always_last", queue=False)
 
     demo.load(lambda: gr.update(choices=preset_names(start_variant), value=None), None, ui.preset,
               api_visibility="private", queue=False)

@@ -25,12 +25,16 @@ CUSTOM = "custom"
 EXACT = "exact"          # the fast-mode value for exact mode (GenerationRequest.fast_mode = None)
 AUTO = "auto"
 
-# The generate inputs, in API order. The performance inputs (plan .. compile) came later, and the
-# number of runs (a batch) last: callers that leave them out get their defaults.
+# The generate inputs, in API order. The performance inputs (plan .. compile) came later, then the
+# number of runs (a batch), then the context windows of long videos: callers that leave them out
+# get their defaults.
 FORM_KEYS = ("variant", "mode", "prompt", "negative_prompt", "images", "audio", "trim_start", "trim_end",
              "lips", "mix_background", "background_gain", "size", "width", "height", "match_audio", "frames",
              "steps", "shift", "scale_t", "scale_i", "scale_a", "seed",
-             "plan", "fast_mode", "attention", "compile", "runs")
+             "plan", "fast_mode", "attention", "compile", "runs",
+             "window_length", "window_overlap", "window_schedule")
+WINDOW_KEYS = ("window_length", "window_overlap", "window_schedule")
+SCHEDULE_CHOICES = [("shifted (seams move every other step)", "shifted"), ("fixed", "fixed")]
 # Settings kept under metadata["studio"] (not fields of GenerationRequest).
 STUDIO_EXTRAS = ("trim_start", "trim_end", "lips", "mix_background", "background_gain", "match_audio",
                  "steps", "plan", "attention", "compile")
@@ -91,7 +95,7 @@ API_DEFAULTS: dict[str, Any] = {
     "lips": LIPS_ORIGINAL, "mix_background": False, "background_gain": 1.0, "size": None, "width": None,
     "height": None, "match_audio": True, "frames": None, "steps": None, "shift": None, "scale_t": None,
     "scale_i": None, "scale_a": None, "seed": 0, "plan": AUTO, "fast_mode": EXACT, "attention": AUTO,
-    "compile": False, "runs": 1,
+    "compile": False, "runs": 1, "window_length": None, "window_overlap": None, "window_schedule": None,
 }
 # Inputs that take the model's default when left out or None.
 VARIANT_DEFAULTS = ("width", "height", "frames", "steps", "shift", "scale_t", "scale_i", "scale_a")
@@ -131,7 +135,7 @@ def raw_request(f: dict[str, Any]) -> dict[str, Any]:
     """The form's values as the raw settings the one rule (engine.request.resolve_request) reads."""
     raw = {k: f.get(k) for k in ("variant", "mode", "prompt", "negative_prompt", "audio", "width", "height",
                                  "steps", "shift", "scale_t", "scale_i", "scale_a", "seed", "runs",
-                                 "trim_start", "trim_end", "background_gain", "fast_mode")}
+                                 "trim_start", "trim_end", "background_gain", "fast_mode", *WINDOW_KEYS)}
     raw["images"] = files_of(f.get("images"))
     raw["size"] = None if f.get("size") == CUSTOM else f.get("size")
     follow_audio = bool(f.get("match_audio")) and str(f.get("mode") or "").upper() in ("TA", "TIA")
@@ -192,5 +196,8 @@ def values_from_settings(s: dict[str, Any], default_variant: str, keep=None) -> 
         "attention": extras.get("attention") or AUTO,
         "compile": bool(extras.get("compile", False)),
         "runs": 1,              # one run: the same video again (its seed is the one that ran)
+        # The windows that ran (a video that fit one window keeps what was asked: often empty).
+        "window_length": s.get("window_length"), "window_overlap": s.get("window_overlap"),
+        "window_schedule": s.get("window_schedule") or "shifted",
     }
     return [val[k] for k in FORM_KEYS]

@@ -16,6 +16,7 @@ from typing import Callable
 import gradio as gr
 
 from engine.options import get_variant
+from engine.request import DEFAULT_WINDOW
 from studio import audio_tools
 from studio.config import StudioConfig
 from studio.form import (FORM_KEYS, LIPS_VOICE, STUDIO_EXTRAS, build_request, fast_mode_value, files_of,
@@ -265,6 +266,9 @@ def summary_markdown(f: dict, done: list[tuple], runs: int = 1, random_seed: boo
     if settings.get("compiled"):
         speed.append(f"compiled ({settings['compiled']})")
     tiny = "  \nTiny variant: random weights, so the video is noise." if get_variant(f["variant"]).random_weights else ""
+    window = 4 * int(settings.get("window_length") or DEFAULT_WINDOW) - 3
+    if result.frames > window:
+        speed.insert(0, f"context windows of {window} frames ({settings.get('window_schedule') or 'shifted'})")
     if runs == 1:
         return (f"**Done** in {result.timings.get('total_s', 0.0):.1f} s · {result.frames} frames at {result.fps} fps · "
                 f"{result.width}×{result.height} · seed {result.seed} · {' · '.join(speed)} · saved to the gallery as "

@@ -97,6 +97,8 @@ class RunState:
     total: int = 0
     elapsed_s: float = 0.0
     eta_s: float | None = None
+    window: int = 0                     # a long video: the context window being denoised in step `step` + 1
+    windows: int = 0                    # and how many that step has (0: not in a window)
     preview: Any = None                 # uint8 [F, h, w, 3] of the newest preview
     preview_step: int = 0
     previews_seen: int = 0              # previews produced by the engine
@@ -111,7 +113,10 @@ class RunState:
     def fraction(self) -> float:
         if self.result is not None:
             return 1.0
-        return self.step / self.total if self.total else 0.0
+        if not self.total:
+            return 0.0
+        inside = (self.window - 1) / self.windows if self.window and self.windows else 0.0
+        return (self.step + inside) / self.total
 
 
 def _apply(state: RunState, event: Any) -> bool:
@@ -123,7 +128,10 @@ def _apply(state: RunState, event: Any) -> bool:
         state.new_notices.append(event.message)
     elif kind == "step":
         state.step, state.total = event.step, event.total
-        state.elapsed_s, state.eta_s = event.elapsed_s, event.eta_s
+        state.window, state.windows = getattr(event, "window", 0), getattr(event, "windows", 0)
+        # Before the first window of the first step ends there is nothing to extrapolate from.
+        started = event.step > 0 or state.window > 1
+        state.elapsed_s, state.eta_s = event.elapsed_s, event.eta_s if started else None
         state.stage = "denoising"
     elif kind == "preview":
         state.preview, state.preview_step = event.frames, event.step

@@ -12,7 +12,7 @@ from engine.options import VARIANTS, get_variant
 from studio import weights_panel
 from studio.config import StudioConfig
 from studio.form import AUTO, EXACT, MAX_RUNS, MAX_SEED, MODE_HELP, MODES, LIPS_ORIGINAL, LIPS_VOICE, RANDOM_SEED, \
-    all_size_choices, image_scale_applies
+    SCHEDULE_CHOICES, all_size_choices, image_scale_applies
 from studio.gallery.store import PAGE_SIZE
 from studio.gallery.view import ALL
 from studio.performance import (ATTENTION_AUTO_LABEL, COMPILE_LABEL, EXACT_INFO, EXACT_LABEL, PLAN_AUTO_LABEL,
@@ -38,7 +38,10 @@ ABOUT_MD = """
 
 ### Tips
 * Use a clear, front-facing photo; the person's face should be large enough.
-* Trim the clip to the sentence you want; "Match the audio length" makes as many frames as the clip lasts.
+* Trim the clip to the sentence you want; "Match the audio length" makes as many frames as the clip lasts,
+  up to 15 minutes. Past 97 frames the video is denoised in overlapping context windows (their length and
+  overlap are under **Long videos** in the settings); the line under the frames says how many windows
+  and about how long the denoising takes, before you start.
 * If music or noise is under the voice, open **Vocal isolation**, listen to both stems, and let the
   isolated voice drive the lips; you can mix the background back into the final video.
 * **Performance** (under the settings): the memory plan (where each part of the model lives, with its
@@ -158,6 +161,8 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                                                       elem_id="match-audio")
                             frames = gr.Slider(5, getattr(d, "max_frames", 257), value=d.frames, step=4, label="Frames (25 fps)",
                                                elem_id="frames")
+                        # How a video longer than one window is cut, and about how long it takes (empty otherwise).
+                        window_md = gr.Markdown("", elem_id="window-estimate")
                         with gr.Row():
                             steps = gr.Slider(1, 100, value=d.steps, step=1, label="Steps", elem_id="steps")
                             shift = gr.Slider(1, 15, value=d.shift, step=0.5, label="Shift", elem_id="shift")
@@ -176,6 +181,19 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                             # No minimum/maximum here: the handler answers an out-of-range value readably.
                             runs = gr.Number(1, label=f"Runs (1–{MAX_RUNS})", precision=0, elem_id="runs", scale=2,
                                              info="One after another: seed, seed+1, … (random seeds for -1)")
+                        with gr.Accordion("Long videos: context windows", open=False, elem_id="windows-acc"):
+                            gr.Markdown("Past 97 frames (the length the models were trained on) every step denoises "
+                                        "overlapping windows and blends them. Lengths are in latent frames "
+                                        "(1 latent frame = 4 video frames).")
+                            with gr.Row():
+                                window_length = gr.Number(None, label="Window length (latent frames)", precision=0,
+                                                          elem_id="window-length", placeholder="25",
+                                                          info="2–200; empty: 25 (97 frames, the trained length)")
+                                window_overlap = gr.Number(None, label="Window overlap (latent frames)", precision=0,
+                                                           elem_id="window-overlap", placeholder="6",
+                                                           info="1 to the length − 1; empty: 6")
+                                window_schedule = gr.Dropdown(SCHEDULE_CHOICES, value="shifted", label="Window schedule",
+                                                              elem_id="window-schedule")
                     with gr.Accordion("Performance", open=False, elem_id="perf-acc") as perf_acc:
                         # Choices come from the engine (which imports torch): filled when the panel opens.
                         plan_md = gr.Markdown(PLAN_PLACEHOLDER, elem_id="plan-line")
@@ -246,7 +264,7 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
 
     form = [variant, mode, prompt, negative, images, audio, trim_start, trim_end, lips, mix_background,
             background_gain, size, width, height, match_audio, frames, steps, shift, scale_t, scale_i,
-            scale_a, seed, plan, fast_mode, attention, compile_, runs]
+            scale_a, seed, plan, fast_mode, attention, compile_, runs, window_length, window_overlap, window_schedule]
     gallery_filters = [gallery_search, gallery_variant, gallery_mode, gallery_starred]
     names = {k: v for k, v in locals().items() if isinstance(v, (gr.blocks.Block, list, dict))
              and k not in ("config",)}

@@ -121,3 +121,60 @@ def plan_line(variant: str, width, height, frames, mode: str, plan: str = AUTO) 
             if info["device"] == "cuda" and info.get("budget_bytes") and sel["peak_bytes"] > info["budget_bytes"]:
                 lines.append("That is more than the GPU has free: the run may stop for lack of memory.")
     return "  \n".join(lines)
+
+
+# ----------------------------------------------------------------------------- long videos
+
+def about(seconds: float) -> str:
+    """A rough duration for an estimate: "about 40 s", "about 12 min", "about 3 h 05 min"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"about {minutes:.0f} min"
+    hours, rest = divmod(int(round(minutes)), 60)
+    return f"about {hours} h {rest:02d} min" if hours < 48 else f"about {hours / 24:.0f} days"
+
+
+def clip_seconds(audio, trim_start=0, trim_end=0) -> float | None:
+    """How long the part of the clip a run keeps lasts (None: no clip, or its length is unknown)."""
+    if not audio:
+        return None
+    from engine.media import audio_info
+
+    try:
+        total = audio_info(audio).get("duration_s")
+    except (EngineError, OSError):
+        return None
+    if total is None:
+        return None
+    start = max(0.0, float(trim_start or 0))
+    end = min(float(trim_end), total) if trim_end else total
+    return max(end - start, 0.0)
+
+
+def window_line(variant, mode, audio, trim_start, trim_end, match_audio, frames, width, height, steps,
+                window_length=None, window_overlap=None, window_schedule=None) -> str:
+    """Markdown under the frame count: for a video longer than one context window, how many windows
+    each step denoises and the estimated denoising time (engine.options.run_estimate); empty for
+    a video that fits one window. Settings the one request rule refuses are a problem line."""
+    follow = bool(match_audio) and str(mode or "").upper() in ("TA", "TIA")
+    seconds = clip_seconds(audio, trim_start, trim_end) if follow else None
+    if follow and seconds is None:
+        return ""                  # no clip yet: the frame count is not known
+    try:
+        est = options.run_estimate(variant, width, height, "auto" if follow else frames, mode, steps,
+                                   audio_seconds=seconds, window_length=window_length,
+                                   window_overlap=window_overlap, window_schedule=window_schedule)
+    except (EngineError, ValueError, TypeError) as err:
+        return f"**Problem:** {err}"
+    if est["windows"] <= 1:
+        return ""
+    where = "this GPU" if est["device"] == "cuda" else "this machine's CPU"
+    return (f"**Long video: {est['frames']:,} frames, {est['windows']} overlapping windows of "
+            f"{est['window_frames']} frames** ({est['schedule']}) at each of {est['steps']} steps · "
+            f"estimated denoising time **{about(est['seconds'])}** on {where} (an estimate from the model's "
+            f"size, for exact mode: the real time varies with the machine; decoding comes on top).")

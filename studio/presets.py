@@ -12,6 +12,9 @@ One preset per file, JSON (or TOML)::
       "height": 480
     }
 
+Long videos may also set their context windows: "window_length" and "window_overlap" (latent
+frames) and "window_schedule" ("shifted" or "fixed"), checked by the engine's request rule.
+
 A preset only overrides: the variant defaults live in `engine.humo.variants`, and every
 setting a preset does not name is left as the user had it.
 """
@@ -31,7 +34,8 @@ PRESETS_DIR = Path(__file__).resolve().parent.parent / "presets"
 # The settings a preset may set, and their types.
 INT_SETTINGS = ("steps", "width", "height", "frames")
 FLOAT_SETTINGS = ("shift", "scale_t", "scale_i", "scale_a")
-SETTING_KEYS = INT_SETTINGS + FLOAT_SETTINGS
+WINDOW_SETTINGS = ("window_length", "window_overlap", "window_schedule")   # long videos (checked by the engine's rule)
+SETTING_KEYS = INT_SETTINGS + FLOAT_SETTINGS + WINDOW_SETTINGS
 META_KEYS = ("name", "description", "applies_to", "order")
 _SUFFIXES = (".json", ".toml")
 
@@ -105,6 +109,16 @@ def parse_preset(data: Any, source: str = "<preset>") -> Preset:
             if not _is_number(value) or value < 0:
                 raise fail(f"{key!r} must be a non-negative number, not {value!r}.")
             values[key] = float(value)
+    windows = {key: data[key] for key in WINDOW_SETTINGS if key in data}
+    if windows:
+        from engine.request import check_windows
+        if any(isinstance(value, bool) for value in windows.values()):
+            raise fail("the window settings are numbers (length, overlap) and shifted or fixed (schedule).")
+        try:
+            checked = dict(zip(WINDOW_SETTINGS, check_windows(windows)))
+        except InputError as err:
+            raise fail(str(err)) from None
+        values.update({key: checked[key] for key in windows})
     if not values:
         raise fail(f"sets nothing; give at least one of {', '.join(SETTING_KEYS)}.")
 

@@ -63,13 +63,17 @@ def status_html(state: RunState | None = None, message: str | None = None, error
     parts = [f"<b>{esc(stage)}</b>"]
     if state.stage_message and state.stage != "denoising":
         parts.append(esc(state.stage_message))
-    if state.total:
+    in_window = state.total and state.window and state.windows > 1
+    if in_window:           # a long video: the step under way and the window of it being denoised
+        parts.append(f"step {state.step + 1}/{state.total} · window {state.window} of {state.windows}")
+    elif state.total:
         parts.append(f"step {state.step}/{state.total}")
-        if state.step < state.total:
-            parts.append(f"ETA {fmt_seconds(state.eta_s)}")
+    if state.total and state.step < state.total:
+        parts.append(f"ETA {fmt_seconds(state.eta_s)}")
     parts.append(f"elapsed {fmt_seconds(time.monotonic() - state.started_at)}")
+    window = f' data-window="{state.window}" data-windows="{state.windows}"' if in_window else ""
     return (f'<div class="line" data-stage="{esc(state.stage)}" data-step="{state.step}" '
-            f'data-total="{state.total}">{" · ".join(parts)}</div>'
+            f'data-total="{state.total}"{window}>{" · ".join(parts)}</div>'
             f'<div class="bar"><div style="width:{pct}%"></div></div>')
 
 

@@ -174,7 +174,8 @@ def test_generate_takes_named_inputs_and_the_rest_default(studio):
     client = studio["client"]
     names = [p["parameter_name"] for p in
              client.view_api(print_info=False, return_format="dict")["named_endpoints"]["/generate"]["parameters"]]
-    assert names[:6] == ["variant", "mode", "prompt", "negative_prompt", "images", "audio"] and names[-1] == "runs"
+    assert names[:6] == ["variant", "mode", "prompt", "negative_prompt", "images", "audio"]
+    assert names[-4:] == ["runs", "window_length", "window_overlap", "window_schedule"], names
     status, _preview, video, summary, _grid = client.predict(
         variant="tiny", mode="TA", prompt="Named inputs over the API.", audio=handle_file(str(studio["voice"])),
         match_audio=False, frames=9, steps=2, seed=11, width=128, height=96, api_name="/generate")

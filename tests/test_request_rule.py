@@ -56,7 +56,14 @@ TABLE = [
     ({"prompt": "   "}, REFUSE, "The prompt is empty"),
     ({"mode": "XY"}, REFUSE, "Unknown mode 'XY'"),
     ({"variant": "humo-99b"}, REFUSE, "Unknown model 'humo-99b'"),
+    ({"window_length": 8, "window_overlap": 2, "window_schedule": "fixed"}, OK, None),
+    ({"window_length": 1}, REFUSE, "Window length must be between 2 and 200, not 1."),
+    ({"window_length": "abc"}, REFUSE, "Window length 'abc' is not a number"),
+    ({"window_overlap": 25}, REFUSE, "Window overlap must be between 1 and 24, not 25."),
+    ({"window_length": 8, "window_overlap": 8}, REFUSE, "Window overlap must be between 1 and 7, not 8."),
+    ({"window_schedule": "random"}, REFUSE, "Window schedule 'random' is not one of: shifted, fixed."),
 ]
+WINDOW_KEYS = ("window_length", "window_overlap", "window_schedule")
 IDS = [",".join(f"{k}={v!r}" for k, v in change.items()) or "good" for change, _, _ in TABLE]
 
 
@@ -104,7 +111,7 @@ def via_form(raw: dict) -> Answer:
               "height": raw["height"], "match_audio": False, "frames": raw["frames"], "steps": raw["steps"],
               "shift": raw["shift"], "scale_t": raw["scale_t"], "scale_i": raw["scale_i"], "scale_a": 7.5,
               "seed": raw["seed"], "plan": "auto", "fast_mode": "exact", "attention": "auto", "compile": False,
-              "runs": raw["runs"]}
+              "runs": raw["runs"], **{k: raw.get(k) for k in WINDOW_KEYS}}
     try:
         resolved = resolve_form(form_values([values[k] for k in FORM_KEYS]))
     except InputError as err:
@@ -131,6 +138,9 @@ def via_cli_generate(raw: dict, capsys, tmp_path) -> Answer:
     for key, flag in (("frames", "--frames"), ("steps", "--steps"), ("shift", "--shift"), ("scale_t", "--scale-t"),
                       ("scale_i", "--scale-i"), ("seed", "--seed"), ("runs", "--runs")):
         argv += [flag, cli_value(raw[key])]
+    for key in WINDOW_KEYS:
+        if key in raw:
+            argv += ["--" + key.replace("_", "-"), cli_value(raw[key])]
     return run_cli(argv, capsys)
 
 
@@ -221,7 +231,8 @@ def api_args(raw: dict) -> list:
 
     return [raw["variant"], raw["mode"], raw["prompt"], "", [handle_file(PHOTO)], None, 0, 0, "Original clip", False,
             1.0, "custom", raw["width"], raw["height"], False, raw["frames"], raw["steps"], raw["shift"],
-            raw["scale_t"], raw["scale_i"], 7.5, raw["seed"], "auto", "exact", "auto", False, raw["runs"]]
+            raw["scale_t"], raw["scale_i"], 7.5, raw["seed"], "auto", "exact", "auto", False, raw["runs"],
+            *(raw.get(k) for k in WINDOW_KEYS)]   # plain HTTP sends every input (gradio_client fills left-out ones)
 
 
 def raw_http_generate(url: str, raw: dict) -> str:

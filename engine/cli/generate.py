@@ -60,11 +60,12 @@ def register(sub) -> None:
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (exact; pays off on long runs)")
     p.add_argument("--fast-mode", default=None,
                    help="approximate speed-up preset (see engine/humo/fast.py: fast, faster, taylor, fewer-steps, fastest)")
-    p.add_argument("--window-length", type=int, default=None, metavar="N",
-                   help="long videos: context window in latent frames (default 25 = 97 frames, the trained length)")
-    p.add_argument("--window-overlap", type=int, default=None, metavar="N",
-                   help="long videos: latent frames shared by neighbouring windows (default 6)")
-    p.add_argument("--window-schedule", default=None, choices=["shifted", "fixed"],
+    # Read as text too: the request rule answers a bad window setting as it does in the studio.
+    p.add_argument("--window-length", default=None, metavar="N",
+                   help="long videos: context window in latent frames, 2-200 (default 25 = 97 frames, the trained length)")
+    p.add_argument("--window-overlap", default=None, metavar="N",
+                   help="long videos: latent frames shared by neighbouring windows, 1 to length-1 (default 6)")
+    p.add_argument("--window-schedule", default=None, metavar="shifted|fixed",
                    help="long videos: shifted (default; seams move every other step) or fixed windows")
     p.add_argument("--quiet", action="store_true")
     p.add_argument("--dry-run", action="store_true",

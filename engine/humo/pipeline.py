@@ -276,6 +276,13 @@ class Engine:
 
                 events.append(PreviewEvent(i, total, latents_to_rgb(x0, request.preview_max_side)))
 
+        def on_window(start) -> None:
+            """Window `start.window` of `start.windows` of step `start.step` begins."""
+            elapsed = time.perf_counter() - t_denoise
+            done = start.step - 1 + (start.window - 1) / start.windows       # steps done, in fractions
+            eta = elapsed / done * (start.total - done) if done else 0.0
+            events.append(StepEvent(start.step - 1, start.total, elapsed, eta, start.window, start.windows))
+
         batched = (self.batch_passes if self.batch_passes is not None else self.device != "cpu") and not self.plan.sequential
         # Caches compare consecutive steps: all passes of a step must go through one forward.
         cache_mode = fast
@@ -294,9 +301,10 @@ class Engine:
         batched = batched or (cache_mode is not None and cache_mode.cache is not None)
         with fast_mode_cache(dit, cache_mode, stages.dit_call(dit, self.device, self.dtype)) as (model_fn, cache_stats):
             # The loop runs in this generator's frame, so events are handed out step by step.
+            # Window progress between the passes of a step: a torchrun run keeps its ranks in step instead.
             final = yield from stages.denoise_with_events(model_fn, noise, cond, res, on_step, events, batched,
                                                           self._check_cancel if parallel is None else self._cancel_asked,
-                                                          parallel)
+                                                          parallel, on_window if parallel is None else None)
         self._cancel_deferred = False       # past the shared part: each rank goes on alone
         final = final.cpu()
         timings["denoise_s"] = time.perf_counter() - t_denoise

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from engine.errors import InputError
 from engine.humo.variants import Variant, get_variant
 from engine.humo.windows import DEFAULT_LENGTH, DEFAULT_OVERLAP, DEFAULT_SCHEDULE, WindowPlan
-from engine.request import GenerationRequest, resolve_request, snap_frames
+from engine.request import GenerationRequest, frames_for_audio, resolve_request
 
 FPS = 25
 MAX_SIDE = 2048
@@ -63,16 +63,7 @@ def resolve(request: GenerationRequest, audio_samples: int | None) -> Resolved:
     negative = req.negative_prompt or DEFAULT_NEGATIVE
     frames = req.frames
     if frames is None:
-        if audio_samples is not None:
-            from engine.humo.audio import frames_for_samples
-
-            frames = snap_frames(max(frames_for_samples(audio_samples), 1))
-        else:
-            frames = d.frames
-        if frames > d.max_frames:
-            raise InputError(f"The clip covers {frames} frames ({frames / FPS / 60:.1f} min), longer than the "
-                             f"studio makes (up to {(d.max_frames - 1) / FPS / 60:.0f} min).",
-                             hint="Trim the audio or set a frame count.")
+        frames = d.frames if audio_samples is None else frames_for_audio(audio_samples, d.max_frames)
     windows = window_plan(req, frames, notices)
     scales = {key: float(getattr(req, key)) for key in sorted(scales_needed(variant.reference, req.mode))}
     return Resolved(variant, req.mode, prompt, negative, req.width, req.height, frames, req.steps, req.shift,

@@ -130,11 +130,14 @@ def denoise_steps(
     check_cancel: Callable[[], None] | None = None,
     windows: "WindowPlan | None" = None,
     parallel: "ParallelGroup | None" = None,
+    window_progress: bool = False,
 ) -> Generator[tuple[int, int, torch.Tensor], None, torch.Tensor]:
     """The whole loop, one step at a time, in the caller's thread.
 
     With `windows`, every step runs the passes per context window and blends the predictions
     (engine.humo.windows); a video that fits one window gives exactly the plain run's numbers.
+    With `window_progress` as well, it also yields a `windows.WindowStart` before each window's
+    passes, so a consumer can say which window of the step is being denoised.
 
     Yields `(i, total, x0)` after each step, x0 being the current clean estimate x_t − σ·v with
     the R reference frames dropped (how previews are made without the VAE). Returns the final
@@ -153,22 +156,36 @@ def denoise_steps(
             parallel.agree_cancel(check_cancel)
         elif check_cancel is not None:
             check_cancel()
-        with torch.no_grad():
-            plan = plan_for(reference, mode, float(t), switch_t)
-            t_in = t.to(torch.float32).reshape(1)
+        plan = plan_for(reference, mode, float(t), switch_t)
+        t_in = t.to(torch.float32).reshape(1)
 
-            def predict(c: Conditions, x: torch.Tensor) -> torch.Tensor:
-                return combine(plan, run_passes(model, plan, c, x, t_in, batched, check_cancel, parallel), scales)
+        def predict(c: Conditions, x: torch.Tensor) -> torch.Tensor:
+            return combine(plan, run_passes(model, plan, c, x, t_in, batched, check_cancel, parallel), scales)
 
-            if windows is None:
+        if windows is None:
+            with torch.no_grad():
                 pred = predict(cond, latents)
-            else:
-                from engine.humo.windows import windowed_prediction
-                pred = windowed_prediction(predict, cond, latents, windows, i)
+        else:
+            from engine.humo.windows import window_predictions
+            pred = yield from _blended(window_predictions(predict, cond, latents, windows, i, total), window_progress)
+        with torch.no_grad():
             x0 = (latents - scheduler.sigmas[i].item() * pred)[:, : latents.shape[1] - r]
             latents = scheduler.step(pred[None], t, latents[None], return_dict=False)[0][0]
         yield i + 1, total, x0
     return latents[:, : latents.shape[1] - r]
+
+
+def _blended(windows: Generator, report: bool) -> Generator:
+    """Run the windows of one step (without gradients), handing each WindowStart on when `report`;
+    returns the blended prediction. The consumer runs outside `no_grad` while it holds one."""
+    while True:
+        with torch.no_grad():
+            try:
+                start = next(windows)
+            except StopIteration as done:
+                return done.value
+        if report:
+            yield start
 
 
 def denoise(model: ModelFn, noise: torch.Tensor, cond: Conditions, *,

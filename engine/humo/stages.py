@@ -74,23 +74,28 @@ def reference_latents(vae, images, res, ref_frames: int) -> torch.Tensor:
 
 
 def denoise_with_events(model_fn, noise, cond, res, on_step, events: list, batched: bool,
-                        check_cancel: Callable[[], None], parallel=None):
+                        check_cancel: Callable[[], None], parallel=None, on_window=None):
     """Run the loop step by step in this thread, yielding the events each step produced; returns
     the latents. cancel() from another thread stops it within one network pass (`check_cancel`;
     in a torchrun run, at the next step on every rank); a consumer that stops early (the
-    generator is closed) stops it at the next step."""
+    generator is closed) stops it at the next step. With context windows and `on_window`, each
+    window's start (a windows.WindowStart) goes to `on_window` and its events out at once."""
     from engine.humo.sampler import denoise_steps
 
     steps = denoise_steps(model_fn, noise, cond, reference=res.variant.reference, mode=res.mode,
                           scales=res.scales, steps=res.steps, shift=res.shift,
                           switch_t=res.variant.defaults.switch_t, batched=batched,
-                          check_cancel=check_cancel, windows=res.windows, parallel=parallel)
+                          check_cancel=check_cancel, windows=res.windows, parallel=parallel,
+                          window_progress=on_window is not None)
     while True:
         try:
-            i, total, x0 = next(steps)
+            item = next(steps)
         except StopIteration as done:
             return done.value
-        on_step(i, total, x0)
+        if isinstance(item, tuple):
+            on_step(*item)
+        else:
+            on_window(item)
         while events:
             yield events.pop(0)
 

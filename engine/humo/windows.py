@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable, Generator
 
-import torch
+if TYPE_CHECKING:     # torch loads when windows are blended: counting them (a front end's estimate) needs none
+    import torch
 
 SCHEDULES = ("fixed", "shifted")
 DEFAULT_LENGTH = 25        # latent frames per window: 97 video frames, the trained length
@@ -66,6 +67,8 @@ class WindowPlan:
     def weights(self, start: int, end: int, latent_frames: int) -> torch.Tensor:
         """Blend weights of one window's frames: a raised-cosine ramp over `overlap` frames on each
         side that has a neighbour, 1 elsewhere; always > 0."""
+        import torch
+
         n = end - start
         w = torch.ones(n, dtype=torch.float32)
         ramp = torch.tensor([0.5 - 0.5 * math.cos(math.pi * (i + 1) / (self.overlap + 1))
@@ -77,18 +80,33 @@ class WindowPlan:
         return w
 
 
-def windowed_prediction(predict: Callable, cond, latents: torch.Tensor, plan: WindowPlan, step: int) -> torch.Tensor:
-    """The blended prediction for the whole latent [C, T + R, h, w].
+@dataclass(frozen=True)
+class WindowStart:
+    """Progress inside a sampler step: window `window` of `windows` (1-based) is about to be denoised."""
+    step: int          # the step it belongs to, 1-based
+    total: int         # steps in the run
+    window: int
+    windows: int
+
+
+def window_predictions(predict: Callable, cond, latents: "torch.Tensor", plan: WindowPlan, step: int,
+                       total: int = 0) -> Generator[WindowStart, None, "torch.Tensor"]:
+    """The blended prediction for the whole latent [C, T + R, h, w], one window at a time.
 
     `predict(window_cond, window_latents)` returns one window's combined guidance prediction
     [C, L + R, h, w]; `cond.window(start, end)` gives that window's conditions. The R reference
-    frames take part in every window; their predictions are averaged.
+    frames take part in every window; their predictions are averaged. Yields a WindowStart before
+    each window's passes (so a front end can say which window is being denoised); returns the blend.
     """
+    import torch
+
     R = cond.ref_frames
     T = latents.shape[1] - R
     acc = torch.zeros_like(latents, dtype=torch.float32)
     weight = torch.zeros(T + R, dtype=torch.float32, device=latents.device)
-    for start, end in plan.spans(T, step):
+    spans = plan.spans(T, step)
+    for k, (start, end) in enumerate(spans, 1):
+        yield WindowStart(step + 1, total, k, len(spans))
         window_latents = torch.cat([latents[:, start:end], latents[:, T:]], dim=1)
         pred = predict(cond.window(start, end), window_latents).float()
         w = torch.cat([plan.weights(start, end, T), torch.ones(R)]).to(latents.device)
