@@ -48,18 +48,24 @@ def wire_gallery(demo, ui, rt: Runtime, config: StudioConfig, start_variant: str
         """The newest finished runs matching a search and filters, as (thumbnail, caption) pairs, and a
         count line ("Showing 24 of 312 runs"). search: prompt words or "a phrase", any case; variant:
         a model name or "" for all; mode: TA, TIA, TI or "" for all; starred_only: only starred runs."""
-        view = views.get(session_of(request))
-        view.set_filters(search, variant, mode, starred_only)
-        return draw(view, request)[:2]
+        return filtered(request, search, variant, mode, starred_only)[:2]
 
     def on_filters(search, variant, mode, starred_only, request: gr.Request):
-        view = views.get(session_of(request))
-        view.set_filters(search, variant, mode, starred_only)
-        return draw(view, request)
+        return filtered(request, search, variant, mode, starred_only)
 
     def load_more(search, variant, mode, starred_only, request: gr.Request):
+        return filtered(request, search, variant, mode, starred_only, more=True)
+
+    def filtered(request, search, variant, mode, starred_only, more: bool = False):
+        """Take the page's filters (a refused search is said and not kept) and draw; `more`: one more page."""
         view = views.get(session_of(request))
-        if not view.set_filters(search, variant, mode, starred_only):
+        try:
+            changed = view.set_filters(search, variant, mode, starred_only)
+        except EngineError as err:
+            msg = friendly(err)
+            gr.Warning(msg)
+            return [], f"**Problem:** {esc(msg)}", gr.update(visible=False)
+        if more and not changed:
             view.shown += PAGE_SIZE
         return draw(view, request)
 

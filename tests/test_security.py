@@ -141,6 +141,9 @@ def test_a_huge_search_says_it_is_too_long(studio):
     _grid, count = client.predict(huge, "", "", False, api_name="/gallery_list")
     assert "search is too long" in count and "Restart" not in count, count
     assert client.predict("kitchen", "", "", False, 24, 0, api_name="/gallery_search")["total"] >= 0
+    # The refused search is not kept for the page: a run in the same session still redraws its gallery.
+    status = client.predict(*run_args(studio, prompt="After a huge search."), api_name="/generate")[0]
+    assert "Done" in status, status
 
 
 def test_redaction_rules():

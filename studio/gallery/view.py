@@ -10,7 +10,7 @@ import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
 
-from .store import PAGE_SIZE, Gallery
+from .store import PAGE_SIZE, Gallery, search_terms
 
 ALL = ""                            # the filters' value for "any"
 
@@ -29,6 +29,7 @@ class GalleryView:
     def set_filters(self, search, variant, mode, starred) -> bool:
         """Take the page's filter values; True (and back to the first page) when they changed."""
         new = (str(search or "").strip(), str(variant or ALL), str(mode or ALL), bool(starred))
+        search_terms(new[0])     # a search the store refuses (InputError) is not kept: later redraws still work
         if new == (self.search, self.variant, self.mode, self.starred):
             return False
         self.search, self.variant, self.mode, self.starred = new
