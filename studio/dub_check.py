@@ -89,31 +89,15 @@ def check_first_frame(dubber, request) -> FirstFrameCheck:
 def _latentsync_check(frame: np.ndarray, track, notices: list[str]) -> FirstFrameCheck:
     """LatentSync: the aligned face crop (box: its bounds in the frame) and the fixed mouth mask warped
     back into the frame, which is what the model redraws."""
-    import torch
-    import torch.nn.functional as F
+    from engine.dub.pipeline import latentsync_region
 
-    from engine.dub.face.align import FaceAligner, invert_affine, warp_affine
-    from engine.dub.latentsync.masks import fixed_mask
-    from engine.dub.latentsync.model import MASK, alignment_points
-
-    points = alignment_points(track.landmarks_at(0), track.box(0))
-    if points is None:
+    found = latentsync_region(frame.shape[:2], track)
+    if found is None:
         raise InputError("The face in the first frame is too small to dub.", hint="Use a closer shot of the face.")
     if track.landmarks is None:
         notices.append("No face landmarks (DWPose is not downloaded): the face is aligned from its box.")
-    aligner = FaceAligner(512)
-    matrix = aligner.fit(points)
-    w, h = aligner.crop_size
-    mouth = 1.0 - fixed_mask(MASK, 512)[:1].float()[None]                       # 1 where the model redraws
-    mouth = F.interpolate(mouth, size=(h, w), mode="bilinear", align_corners=False)
-    height, width = frame.shape[:2]
-    inverse = invert_affine(matrix)
-    alpha = (warp_affine(mouth, inverse, (height, width))[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
-    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32) @ inverse.numpy().T
-    x1, y1 = np.floor(corners.min(0)).astype(int)
-    x2, y2 = np.ceil(corners.max(0)).astype(int)
-    box = (int(max(x1, 0)), int(max(y1, 0)), int(min(x2, width)), int(min(y2, height)))
-    mask = SimpleNamespace(square=(0, 0, width, height), alpha=alpha)
+    box, alpha = found
+    mask = SimpleNamespace(square=(0, 0, frame.shape[1], frame.shape[0]), alpha=alpha)
     return FirstFrameCheck(draw(frame, box, mask), box, int(np.count_nonzero(alpha)), notices)
 
 

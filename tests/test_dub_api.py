@@ -56,6 +56,19 @@ def test_dub_check_draws_box_and_mask(dub_studio):
     assert pink.sum() > 200, "no blend mask tint"
 
 
+def test_dub_check_for_latentsync_draws_its_crop_and_mouth(dub_studio):
+    image, text = dub_studio["client"].predict(video=video_arg(TALK_704), audio=handle_file(str(dub_studio["voice"])),
+                                               model="latentsync-1.6", api_name="/dub_check")
+    assert "Crop box" in text and "aligned from its box" in text, text
+    import cv2
+    drawn = cv2.imread(image)[:, :, ::-1]
+    green = (drawn[..., 1] == 255) & (drawn[..., 0] == 0) & (drawn[..., 2] == 0)
+    pink = (drawn[..., 0].astype(int) - drawn[..., 1] > 60) & (drawn[..., 2].astype(int) - drawn[..., 1] > 30)
+    assert green.sum() > 500 and pink.sum() > 200
+    ys, xs = np.nonzero(pink)
+    assert ys.mean() > np.nonzero(green)[0].mean(), "the mouth mask should sit in the lower part of the crop"
+
+
 def test_dub_runs_and_lands_in_gallery(dub_studio):
     client = dub_studio["client"]
     status, _preview, video, summary, _grid = client.predict(

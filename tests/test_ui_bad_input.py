@@ -36,13 +36,22 @@ def env(tmp_path_factory):
         with sync_playwright() as pw:
             browser = launch_browser(pw)
             try:
-                page = new_page(browser, viewport={"width": 1400, "height": 1300})
-                open_studio(page, app.url)
-                data["page"] = page
+                data["browser"] = browser
                 yield data
-                assert_no_page_errors(page)
             finally:
                 browser.close()
+
+
+@pytest.fixture
+def page(env):
+    """A fresh page of the studio with a prompt and the portrait: each test sets the rest itself."""
+    page = new_page(env["browser"], viewport={"width": 1400, "height": 1300})
+    open_studio(page, env["app"].url)
+    set_text(page, "prompt", "A person talks.")
+    upload_images(page, env["photo"])
+    yield page
+    assert_no_page_errors(page)
+    page.close()
 
 
 def generate_and_read(page, *expected: str, timeout_ms: int = 120_000) -> str:
@@ -58,17 +67,13 @@ def generate_and_read(page, *expected: str, timeout_ms: int = 120_000) -> str:
     return text
 
 
-def test_empty_prompt(env):
-    page = env["page"]
+def test_empty_prompt(env, page):
     set_text(page, "prompt", "   ")
     text = generate_and_read(page, "prompt is empty")
     assert "Problem" in text
 
 
-def test_size_not_multiple_of_16_is_rounded_with_a_notice(env):
-    page = env["page"]
-    set_text(page, "prompt", "A person talks.")
-    upload_images(page, env["photo"])
+def test_size_not_multiple_of_16_is_rounded_with_a_notice(env, page):
     upload_audio(page, env["voice"])
     set_number(page, "width", 130)
     before = page.locator("#run-status").inner_text()
@@ -76,34 +81,29 @@ def test_size_not_multiple_of_16_is_rounded_with_a_notice(env):
     # The notice is a toast shown as the run starts (it fades after a few seconds).
     page.get_by_text("Width 130 was rounded to 128 (a multiple of 16).").first.wait_for(timeout=60_000)
     wait_status(page, "Done:", timeout_ms=300_000, previous=before)
-    set_number(page, "width", 128)
 
 
-def test_corrupt_audio(env):
-    page = env["page"]
+def test_corrupt_audio(env, page):
     upload_audio(page, env["corrupt"])
     text = generate_and_read(page, "damaged", "no audio", "not an audio")
     assert "Problem" in text, text
 
 
-def test_silent_audio(env):
-    page = env["page"]
+def test_silent_audio(env, page):
     upload_audio(page, env["silent"])
     text = generate_and_read(page, "silent")
     assert "Problem" in text, text
 
 
-def test_clip_past_the_ceiling_is_refused(env):
-    page = env["page"]
+def test_clip_past_the_ceiling_is_refused(env, page):
     upload_audio(page, env["too_long"])
     set_checkbox(page, "match-audio", True)
     text = generate_and_read(page, "too long", "longer than")
     assert "Problem" in text or "long" in text, text
 
 
-def test_huge_cmyk_photo_then_good_run(env):
+def test_huge_cmyk_photo_then_good_run(env, page):
     """An 8000x6000 CMYK JPEG is reduced and converted with a notice; the run then works."""
-    page = env["page"]
     upload_images(page, env["huge_cmyk"])
     page.wait_for_function("() => (document.querySelector('#image-info')?.innerText || '')"
                            ".includes('huge_cmyk.jpg: 2048×1536')", timeout=60_000)

@@ -133,9 +133,13 @@ def test_cancel_stops_a_run_and_the_next_run_works(env, page):
     set_number(page, "width", 256)
     set_number(page, "height", 192)
     page.locator("#generate-btn").click()
-    page.wait_for_function(
-        "() => Number(document.querySelector('#run-status [data-step]')?.dataset.step || 0) >= 1",
-        timeout=180_000)
+    try:
+        page.wait_for_function(
+            "() => Number(document.querySelector('#run-status [data-step]')?.dataset.step || 0) >= 1",
+            timeout=180_000)
+    except Exception:
+        raise AssertionError(f"the run never reached step 1: status {status_text(page)!r}\n{env['app'].log()}") \
+            from None
     page.locator("#cancel-btn").click()
     try:
         text = wait_status(page, "Cancelled", timeout_ms=120_000)

@@ -310,6 +310,15 @@ def dub(request: DubRequest, weights_dir: str | Path = "weights", *, cancel: thr
     yield from Dubber(weights_dir, device=device, cache_dir=cache_dir).run(request, cancel)
 
 
+def latentsync_region(frame_size: tuple[int, int], track, s: int = 0):
+    """LatentSync's aligned crop bounds and mouth mask (uint8, 255 = redrawn) for frame s of a face track,
+    or None when the frame has no usable face (the first-frame check draws them)."""
+    from engine.dub.latentsync.model import alignment_points, mouth_region
+
+    points = alignment_points(track.landmarks_at(s), track.box(s))
+    return None if points is None else mouth_region(frame_size, points)
+
+
 def _sync_options(req: DubRequest):
     from engine.dub.latentsync.model import SyncOptions
 

@@ -50,6 +50,27 @@ def alignment_points(landmarks68: np.ndarray | None, box) -> np.ndarray | None:
     return np.round([[x1 + 0.3 * w, brow_y], [x1 + 0.7 * w, brow_y], [x1 + 0.5 * w, brow_y + 0.4 * w * 20 / 41]])
 
 
+def mouth_region(frame_size: tuple[int, int], points: np.ndarray, resolution: int = 512):
+    """Where a face aligned from `points` sits in a frame of (height, width): the crop's bounds
+    (x1, y1, x2, y2) and the fixed mouth mask warped back into the frame (uint8 [H, W], 255 = redrawn)."""
+    import torch.nn.functional as F
+
+    from engine.dub.face.align import FaceAligner, invert_affine, warp_affine
+    from engine.dub.latentsync.masks import fixed_mask
+
+    aligner = FaceAligner(resolution)
+    inverse = invert_affine(aligner.fit(points))
+    w, h = aligner.crop_size
+    mouth = F.interpolate(1.0 - fixed_mask(MASK, resolution)[:1].float()[None], size=(h, w), mode="bilinear",
+                          align_corners=False)
+    height, width = frame_size
+    alpha = (warp_affine(mouth, inverse, (height, width))[0, 0].clamp(0, 1) * 255).round().to(torch.uint8).numpy()
+    corners = np.array([[0, 0, 1], [w, 0, 1], [0, h, 1], [w, h, 1]], np.float32) @ inverse.numpy().T
+    x1, y1 = np.floor(corners.min(0)).astype(int)
+    x2, y2 = np.ceil(corners.max(0)).astype(int)
+    return (int(max(x1, 0)), int(max(y1, 0)), int(min(x2, width)), int(min(y2, height))), alpha
+
+
 @dataclass
 class SyncOptions:
     """What a run chooses (engine.dub.request holds the checked values)."""
