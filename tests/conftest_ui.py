@@ -12,6 +12,7 @@ import sys
 import threading
 import time
 import urllib.request
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -176,9 +177,18 @@ def assert_no_page_errors(page) -> None:
 
 
 
-def launch_browser(playwright, extra_args: tuple[str, ...] = ()):
+@contextmanager
+def chromium(extra_args: tuple[str, ...] = ()):
+    """Headless Debian chromium through Playwright, closed (with Playwright) when the block ends."""
+    from playwright.sync_api import sync_playwright
+
     assert Path(CHROMIUM).exists(), "Debian chromium is required (apt-get install chromium)"
-    return playwright.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=[*CHROMIUM_ARGS, *extra_args], headless=True)
+        try:
+            yield browser
+        finally:
+            browser.close()
 
 
 def fake_microphone_args(wav: Path) -> tuple[str, ...]:

@@ -5,9 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 from PIL import Image
-from playwright.sync_api import sync_playwright
 
-from conftest_ui import (assert_no_page_errors, new_page, StudioProcess, launch_browser, long_clip, make_tiny_weights, open_studio, portrait,
+from conftest_ui import (assert_no_page_errors, new_page, StudioProcess, chromium, long_clip, make_tiny_weights, open_studio, portrait,
                         silent_clip, set_checkbox, set_number, set_text, spoken_clip, upload_audio,
                         upload_images, wait_status)
 
@@ -33,13 +32,9 @@ def env(tmp_path_factory):
     }
     with StudioProcess(weights, root / "outputs", root / "app.log") as app:
         data["app"] = app
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
-            try:
-                data["browser"] = browser
-                yield data
-            finally:
-                browser.close()
+        with chromium() as browser:
+            data["browser"] = browser
+            yield data
 
 
 @pytest.fixture

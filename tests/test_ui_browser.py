@@ -9,9 +9,8 @@ from __future__ import annotations
 import re
 
 import pytest
-from playwright.sync_api import sync_playwright
 
-from conftest_ui import (ASSETS, StudioProcess, assert_no_page_errors, launch_browser, make_tiny_weights,
+from conftest_ui import (ASSETS, StudioProcess, assert_no_page_errors, chromium, make_tiny_weights,
                         new_page, open_studio, portrait, run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
                         upload_audio, upload_images, video_ready_state, wait_status, watch_run)
 
@@ -34,13 +33,9 @@ def env(tmp_path_factory):
     data["app"] = StudioProcess(weights, data["outputs"], root / "app.log")
     try:
         data["app"].start()
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
+        with chromium() as browser:
             data["browser"] = browser
-            try:
-                yield data
-            finally:
-                browser.close()
+            yield data
     finally:
         data["app"].stop()
 

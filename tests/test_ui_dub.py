@@ -6,9 +6,8 @@ import re
 
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
-from conftest_ui import (StudioProcess, assert_no_page_errors, launch_browser, make_tiny_weights, new_page,
+from conftest_ui import (StudioProcess, assert_no_page_errors, chromium, make_tiny_weights, new_page,
                          open_studio, screenshot, set_number)
 from tests.dub_fixtures import TALK_704
 from tests.test_dub_api import add_tiny_musetalk, short_voice
@@ -24,11 +23,9 @@ def env(tmp_path_factory):
     with StudioProcess(weights, root / "outputs", root / "app.log",
                        env={"HUMO_TRACK_CACHE": str(root / "tracks")}) as app:
         data["app"] = app
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
+        with chromium() as browser:
             data["browser"] = browser
             yield data
-            browser.close()
 
 
 def kept_run(outputs, video) -> str:

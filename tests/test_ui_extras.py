@@ -17,10 +17,9 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import sync_playwright
 
 sys.path.insert(0, str(Path(__file__).parent))
-from conftest_ui import (StudioProcess, fake_microphone_args, free_port, launch_browser,  # noqa: E402
+from conftest_ui import (StudioProcess, fake_microphone_args, free_port, chromium,  # noqa: E402
                          make_tiny_weights, open_studio, portrait, screenshot, set_checkbox, set_number,
                          set_text, spoken_clip, status_text, upload_audio, upload_images, video_ready_state,
                          wait_status)
@@ -111,12 +110,10 @@ def env(tmp_path_factory):
     data = {"root": root, "tiny": make_tiny_weights(root / "weights"),
             "photo": portrait(inputs / "portrait.png"),
             "voice": spoken_clip(inputs / "voice.wav", "Hello there, nice to meet you. How are you today?")}
-    with sync_playwright() as pw:
-        # One browser for the module; its fake microphone plays the spoken clip.
-        browser = launch_browser(pw, fake_microphone_args(data["voice"]))
+    # One browser for the module; its fake microphone plays the spoken clip.
+    with chromium(fake_microphone_args(data["voice"])) as browser:
         data["browser"] = browser
         yield data
-        browser.close()
 
 
 @pytest.fixture

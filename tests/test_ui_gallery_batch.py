@@ -12,9 +12,8 @@ import re
 
 import pytest
 from gradio_client import Client
-from playwright.sync_api import sync_playwright
 
-from conftest_ui import (StudioProcess, assert_no_page_errors, launch_browser, new_page, make_tiny_weights, open_studio, portrait, screenshot,
+from conftest_ui import (StudioProcess, assert_no_page_errors, chromium, new_page, make_tiny_weights, open_studio, portrait, screenshot,
                          set_checkbox, set_number, set_text, spoken_clip, status_text, upload_audio, upload_images,
                          wait_status)
 from tests.waiting import wait_until
@@ -67,13 +66,9 @@ def env(tmp_path_factory):
     data["ids"] = older_runs(data["outputs"], data["photo"], OLDER)
     with StudioProcess(weights, data["outputs"], root / "app.log") as app:
         data["app"] = app
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
+        with chromium() as browser:
             data["browser"] = browser
-            try:
-                yield data
-            finally:
-                browser.close()
+            yield data
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from playwright.sync_api import sync_playwright
 
-from conftest_ui import (StudioProcess, assert_no_page_errors, launch_browser, make_tiny_weights, new_page,
+from conftest_ui import (StudioProcess, assert_no_page_errors, chromium, make_tiny_weights, new_page,
                          open_studio, set_number, set_text, upload_audio, wait_status)
 
 WATCH_WINDOWS_JS = """
@@ -32,12 +31,8 @@ def env(tmp_path_factory):
     t = np.arange(int(3.2 * 16000)) / 16000
     sf.write(str(clip), (0.2 * np.sin(2 * np.pi * 220 * t)).astype(np.float32), 16000)
     with StudioProcess(make_tiny_weights(root / "weights"), root / "outputs", root / "app.log") as app:
-        with sync_playwright() as pw:
-            browser = launch_browser(pw)
-            try:
-                yield {"app": app, "browser": browser, "clip": clip}
-            finally:
-                browser.close()
+        with chromium() as browser:
+            yield {"app": app, "browser": browser, "clip": clip}
 
 
 def test_a_long_video_from_the_page(env):
