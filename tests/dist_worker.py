@@ -39,6 +39,20 @@ def keep_final_latents(folder: Path, rank: int) -> None:
     stages.denoise_with_events = wrapped
 
 
+def count_tokens(seen: set) -> None:
+    """Record how many tokens the first self-attention of each network pass gets on this rank
+    (all of a pass's tokens, or this rank's slice of them when sequence ranks share the pass)."""
+    original = stages.dit_call
+
+    def dit_call(dit, device, dtype):
+        if not getattr(dit, "_tokens_counted", False):
+            dit.blocks[0].attn1.register_forward_pre_hook(lambda module, args: seen.add(args[0].shape[1]))
+            dit._tokens_counted = True
+        return original(dit, device, dtype)
+
+    stages.dit_call = dit_call
+
+
 def misbehave_at(call: int, action) -> None:
     """Make the network's `call`-th pass (1-based) run `action` first."""
     original = stages.dit_call
@@ -63,6 +77,8 @@ def main() -> int:
     rank = int(os.environ.get("RANK", "0"))
     out = Path(job["results"])
     keep_final_latents(out, rank)
+    tokens: set = set()
+    count_tokens(tokens)
     if scenario in ("kill", "fail", "stall") and rank == job["bad_rank"]:
         def fail():
             raise RuntimeError("pretend the GPU ran out of memory")
@@ -96,6 +112,7 @@ def main() -> int:
         if group is not None:
             group.close()
     result["seconds"] = time.monotonic() - t0
+    result["tokens_per_pass"] = sorted(tokens)
     (out / f"result-rank{rank}.json").write_text(json.dumps(result, default=str))
     return 0
 

@@ -59,6 +59,10 @@ def test_every_split_covers_each_pass_once_with_shares_one_apart():
 
 
 def test_split_line_and_speedup():
+    assert split_line(4, 4, 2, "Ulysses 2") == "4 ranks: guidance passes 2-way (4 per step: 2+2), sequence 2-way (Ulysses 2)"
+    assert split_line(6, 3, 2, "Ulysses 2") == "6 ranks: guidance passes 3-way (3 per step: 1+1+1), sequence 2-way (Ulysses 2)"
+    assert "2 ranks idle" in split_line(8, 3, 2)        # 4 columns of 2 ranks, 3 passes: one column waits
+    assert step_speedup(4, 4, 2) == 4.0 and step_speedup(3, 6, 2) == 6.0 and step_speedup(3, 2, 2) == 2.0
     assert split_line(2, 4) == "2 ranks: guidance passes 2-way (4 per step: 2+2), sequence 1-way"
     assert split_line(3, 4) == "3 ranks: guidance passes 3-way (4 per step: 2+1+1), sequence 1-way"
     assert "1 rank idle" in split_line(4, 3)
@@ -136,8 +140,9 @@ def base_env(**extra) -> dict:
 class Ranks:
     """One worker process per rank; their results once they have ended."""
 
-    def __init__(self, tmp: Path, weights: Path, scenario: str, req: dict, world: int, timeout_s: float = 60, **job):
-        self.folder = tmp / f"{scenario}-{world}"
+    def __init__(self, tmp: Path, weights: Path, scenario: str, req: dict, world: int, timeout_s: float = 60,
+                 sequence: int = 1, **job):
+        self.folder = tmp / f"{scenario}-{world}-{sequence}"
         self.folder.mkdir()
         req = {**req, "out_path": str(self.folder / "video.mp4")}
         spec = self.folder / "job.json"
@@ -150,7 +155,8 @@ class Ranks:
                                                 MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
             self.procs.append(subprocess.Popen(
                 [sys.executable, str(WORKER), scenario, str(spec)], cwd=ROOT, stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT, text=True, env=base_env(HUMO_DIST_TIMEOUT_S=str(timeout_s), **launch)))
+                stderr=subprocess.STDOUT, text=True,
+                env=base_env(HUMO_DIST_TIMEOUT_S=str(timeout_s), HUMO_SEQUENCE_WAYS=str(sequence), **launch)))
 
     def wait(self, ranks=None) -> dict[int, dict]:
         """Wait for the given ranks (default all) to end; their result files, by rank."""
@@ -208,23 +214,35 @@ def single(tmp_path_factory, tiny_weights, inputs):
 WINDOWS = dict(frames=9, window_length=2, window_overlap=1)   # 3 latent frames in 2 context windows per step
 
 
-@pytest.mark.parametrize("variant, world, over", [("tiny", 2, {}), ("tiny", 3, {}), ("tiny-17b", 2, {}), ("tiny", 2, WINDOWS)],
-                         ids=["1.7b-layout-2-ranks", "1.7b-layout-3-ranks", "17b-layout-2-ranks", "windows-2-ranks"])
-def test_distributed_run_equals_the_single_process_run(ranks, single, inputs, variant, world, over):
+@pytest.mark.parametrize("variant, world, sequence, over", [
+    ("tiny", 2, 1, {}), ("tiny", 3, 1, {}), ("tiny-17b", 2, 1, {}), ("tiny", 2, 1, WINDOWS),
+    ("tiny", 2, 2, {}), ("tiny-17b", 2, 2, {}), ("tiny", 4, 2, {}), ("tiny", 2, 2, WINDOWS),
+], ids=["1.7b-layout-2-ranks", "1.7b-layout-3-ranks", "17b-layout-2-ranks", "windows-2-ranks",
+        "1.7b-layout-sequence-2", "17b-layout-sequence-2", "guidance-2-x-sequence-2", "windows-sequence-2"])
+def test_distributed_run_equals_the_single_process_run(ranks, single, inputs, variant, world, sequence, over):
     ref = single(variant, **over).latents(0)
-    run = ranks("run", request(inputs, variant, **over), world)
+    run = ranks("run", request(inputs, variant, **over), world, sequence=sequence)
     results = run.wait()
     assert sorted(results) == list(range(world)) and all(r["outcome"] == "done" for r in results.values())
     for rank in range(world):
         got = run.latents(rank)
         assert got.shape == ref.shape
         assert (got - ref).abs().max().item() <= 1e-5
-        assert torch.equal(got, ref), f"rank {rank} differs from the single process (bit for bit)"
+        if sequence == 1:       # no pass is cut: the very same arithmetic
+            assert torch.equal(got, ref), f"rank {rank} differs from the single process (bit for bit)"
     passes = 4 if variant == "tiny" else 3
-    assert split_line(world, passes) in results[0]["notices"]
-    assert results[0]["settings"]["parallel"] == {
-        "ranks": world, "backend": "gloo", "guidance_ways": world, "sequence_ways": 1,
-        "passes_per_rank": [len(s) for s in assign_passes(passes, world)]}
+    columns = world // sequence
+    kind = "Ulysses 2" if sequence == 2 else None       # the tiny models have 2 attention heads
+    assert split_line(world, passes, sequence, kind) in results[0]["notices"]
+    expected = {"ranks": world, "backend": "gloo", "guidance_ways": min(passes, columns), "sequence_ways": sequence,
+                "passes_per_rank": [len(s) for s in assign_passes(passes, columns) for _ in range(sequence)]}
+    if sequence > 1:
+        expected["sequence_attention"] = kind
+    assert results[0]["settings"]["parallel"] == expected
+    # Each rank's passes really run on its share of the tokens: 2 latent frames (or a window of 2)
+    # plus the reference frame, 48 tokens each at 128x96.
+    for r in range(world):
+        assert results[r]["tokens_per_pass"] == [3 * 48 // sequence], results[r]["tokens_per_pass"]
     # Rank 0 writes the one video; the others return no file.
     assert Path(results[0]["video_path"]).is_file()
     assert all(results[r]["video_path"] is None for r in range(1, world))
@@ -251,6 +269,27 @@ def test_a_killed_rank_is_named_instead_of_a_hang(ranks, inputs):
     assert run.seconds < 60
 
 
+def test_a_rank_killed_inside_a_split_pass_is_named(ranks, inputs):
+    # 2 sequence ranks share every pass: rank 1 dies in the middle of the ranks' all-to-alls.
+    run = ranks("kill", request(inputs, steps=4), 2, timeout_s=12, sequence=2, bad_rank=1, bad_call=3)
+    results = run.wait()
+    assert run.procs[1].returncode == -signal.SIGKILL and 1 not in results
+    assert results[0]["outcome"] == "error" and results[0]["error_type"] == "RankStopped", results[0]["error"]
+    assert results[0]["error"].startswith("rank 1 stopped: "), results[0]["error"]
+    assert run.seconds < 60
+
+
+def test_a_size_whose_tokens_do_not_split_is_refused_before_loading(ranks, inputs):
+    # 144x80: 9x5 = 45 tokens per latent frame, 3 frames: 135 tokens do not cut in two.
+    run = ranks("run", request(inputs, width=144, height=80), 2, sequence=2)
+    results = run.wait()
+    for r in (0, 1):
+        assert results[r]["outcome"] == "error" and results[r]["error_type"] == "InputError"
+        assert "135 tokens" in results[r]["error"] and "2 equal slices" in results[r]["error"]
+        assert results[r]["tokens_per_pass"] == []         # nothing ran
+    assert not (run.folder / "video.mp4").exists()
+
+
 def test_an_error_on_one_rank_reaches_rank_0_with_its_reason(ranks, inputs):
     run = ranks("fail", request(inputs, steps=4), 2, timeout_s=12, bad_rank=1, bad_call=3)
     results = run.wait()
@@ -269,7 +308,9 @@ def test_a_stuck_rank_is_given_up_on_after_the_timeout(ranks, inputs):
     assert run.procs[1].poll() is None       # still there, stopped: the fixture ends it
 
 
-def test_torchrun_cli_writes_one_video_equal_to_the_single_process_video(tiny_weights, inputs, single, tmp_path):
+@pytest.mark.parametrize("sequence", [1, 2])
+def test_torchrun_cli_writes_one_video_equal_to_the_single_process_video(tiny_weights, inputs, single, tmp_path,
+                                                                          sequence):
     from engine.media import probe_mp4, read_video_frames
 
     out = tmp_path / "cli.mp4"
@@ -278,12 +319,16 @@ def test_torchrun_cli_writes_one_video_equal_to_the_single_process_video(tiny_we
            "--master-port", str(free_port()), "-m", "engine", "generate", "--variant", r["variant"],
            "--weights", str(tiny_weights), "--prompt", r["prompt"], "--mode", r["mode"], "--image", r["images"][0],
            "--audio", r["audio"], "--frames", str(r["frames"]), "--steps", str(r["steps"]), "--size", "128x96",
-           "--seed", str(r["seed"]), "--out", str(out)]
+           "--seed", str(r["seed"]), "--out", str(out), "--sequence-ways", str(sequence)]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=PROCESS_LIMIT_S, env=base_env())
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "2 ranks: guidance passes 2-way (4 per step: 2+2), sequence 1-way" in proc.stderr
+    line = {1: "2 ranks: guidance passes 2-way (4 per step: 2+2), sequence 1-way",
+            2: "2 ranks: guidance passes 1-way (4 per step: 4), sequence 2-way (Ulysses 2)"}[sequence]
+    assert line in proc.stderr
     assert proc.stdout.count("wrote ") == 1 and f"wrote {out}" in proc.stdout     # rank 0 only
     meta = probe_mp4(out)["metadata"]["humo_studio"]
-    assert meta["parallel"]["ranks"] == 2 and meta["parallel"]["guidance_ways"] == 2
+    assert meta["parallel"]["ranks"] == 2 and meta["parallel"]["guidance_ways"] == 2 // sequence
+    assert meta["parallel"]["sequence_ways"] == sequence
     reference = single("tiny").folder / "video.mp4"
-    assert np.array_equal(read_video_frames(out), read_video_frames(reference))
+    got, want = read_video_frames(out), read_video_frames(reference)
+    assert got.shape == want.shape and np.abs(got.astype(int) - want.astype(int)).max() <= (0 if sequence == 1 else 1)

@@ -6,8 +6,9 @@ The models stay loaded from one video to the next. Ctrl-C cancels the video in p
 skips the rest.
 
 Under torchrun (`torchrun --nproc-per-node N -m engine generate ...`) every rank runs this same
-command; the guidance passes of each step are shared out (engine.parallel), rank 0 prints the
-progress and writes the videos, the other ranks stay quiet unless they fail.
+command; the guidance passes of each step are shared out, and with `--sequence-ways S` the tokens
+of each pass too (engine.parallel); rank 0 prints the progress and writes the videos, the other
+ranks stay quiet unless they fail.
 """
 from __future__ import annotations
 
@@ -58,6 +59,10 @@ def register(sub) -> None:
     p.add_argument("--attention", default=None, help="attention backend (e.g. native, flash, sage)")
     p.add_argument("--plan", default="auto", help="memory plan (python -m engine plan ...), default auto")
     p.add_argument("--compile", action="store_true", help="torch.compile the DiT blocks (exact; pays off on long runs)")
+    p.add_argument("--sequence-ways", type=int, default=None, metavar="S",
+                   help="under torchrun: S ranks share the tokens of each network pass (sequence parallelism; "
+                        "must divide the ranks; the rest share out the guidance passes). Default: "
+                        "HUMO_SEQUENCE_WAYS, else 1")
     p.add_argument("--fast-mode", default=None,
                    help="approximate speed-up preset (see engine/humo/fast.py: fast, faster, taylor, fewer-steps, fastest)")
     # Read as text too: the request rule answers a bad window setting as it does in the studio.
@@ -228,7 +233,7 @@ def run(args) -> int:
     launch = launch_env()
     if launch is None or args.dry_run:
         return 0 if launch is not None and launch.rank != 0 else _run_planned(args, planned, None)
-    group = ParallelGroup.start(launch, args.device)
+    group = ParallelGroup.start(launch, args.device, sequence_ways=args.sequence_ways)
     try:
         planned = group.same(planned)       # rank 0's seeds (a random seed is drawn on each rank)
         return _run_planned(args, planned, group)

@@ -17,6 +17,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.configuration_utils import register_to_config
 from diffusers.models.attention import AttentionModuleMixin
+from diffusers.models._modeling_parallel import ContextParallelInput, ContextParallelOutput
 from diffusers.models.attention_dispatch import dispatch_attention_fn
 from diffusers.models.modeling_outputs import Transformer2DModelOutput
 from diffusers.models.normalization import FP32LayerNorm
@@ -47,26 +48,81 @@ class HuMoAudioProjection(nn.Module):
         return self.norm(x)
 
 
+def slice_start(total: int, ranks: int, rank: int) -> int:
+    """Where rank `rank`'s slice of `total` tokens starts when they are split over `ranks` ranks
+    (torch.tensor_split's rule, which diffusers' context parallelism uses; equal slices when it divides)."""
+    base, extra = divmod(total, ranks)
+    return rank * base + min(rank, extra)
+
+
+def frame_runs(start: int, length: int, frame_tokens: int) -> list[tuple[int, int, int]]:
+    """The tokens [start, start + length) of a sequence made of frames of `frame_tokens` tokens, cut
+    at frame boundaries: (first frame, frame count, tokens per frame) runs covering the slice in
+    order. A slice that starts or ends inside a frame gets a run of one partial frame there."""
+    runs, pos, end = [], start, start + length
+    head = min(end, -(-pos // frame_tokens) * frame_tokens) - pos
+    if head:
+        runs.append((pos // frame_tokens, 1, head))
+        pos += head
+    whole = (end - pos) // frame_tokens
+    if whole:
+        runs.append((pos // frame_tokens, whole, frame_tokens))
+        pos += whole * frame_tokens
+    if end > pos:
+        runs.append((pos // frame_tokens, 1, end - pos))
+    return runs
+
+
 class HuMoAudioAttnProcessor:
     """Frame-local attention through diffusers' dispatcher: the backend is set like every other
-    processor's (`ModelMixin.set_attention_backend`)."""
+    processor's (`ModelMixin.set_attention_backend`).
+
+    Under sequence (context) parallelism each rank holds a slice of the tokens, and a slice's ends
+    need not fall on frame boundaries: the tokens are cut into runs of one latent frame each (a
+    partial frame at either end, whole frames batched between), and each run attends to its own
+    frame's audio tokens, so every token sees exactly what it sees in a single process. The audio
+    attention itself needs no communication."""
 
     _attention_backend = None   # diffusers AttentionBackendName; None = the active default (SDPA)
-    _parallel_config = None
+    _parallel_config = None     # set by diffusers' enable_parallelism; only the slice position is read
+
+    def slice_start(self, length: int, frames: int, frame_tokens: int) -> int:
+        cp = getattr(self._parallel_config, "context_parallel_config", None)
+        if cp is None or length == frames * frame_tokens:
+            return 0
+        import torch.distributed as dist
+
+        mesh = cp._flattened_mesh
+        return slice_start(frames * frame_tokens, mesh.size(), dist.get_rank(mesh.get_group()))
 
     def __call__(self, attn: "HuMoAudioAttention", hidden_states: torch.Tensor, audio_tokens: torch.Tensor,
-                 frames: int) -> torch.Tensor:
-        # hidden_states [B, F*hw, dim]; audio_tokens [B, F, n, audio_dim]
-        b, seq, dim = hidden_states.shape
+                 frames: int, frame_tokens: int | None = None) -> torch.Tensor:
+        # hidden_states [B, L, dim]: all F*hw tokens, or this rank's slice of them; audio_tokens [B, F, n, audio_dim]
+        seq = hidden_states.shape[1]
+        frame_tokens = frame_tokens or seq // frames
         q = attn.norm_q(attn.to_q(hidden_states))
         k = attn.norm_k(attn.to_k(audio_tokens))
         v = attn.to_v(audio_tokens)
-        q = q.reshape(b * frames, seq // frames, attn.heads, -1)
-        k = k.reshape(b * frames, -1, attn.heads, dim // attn.heads)
-        v = v.reshape(b * frames, -1, attn.heads, dim // attn.heads)
-        out = dispatch_attention_fn(q, k, v, backend=self._attention_backend, parallel_config=None)
-        out = out.reshape(b, seq, dim).type_as(q)
-        return attn.to_out(out)
+        out = frame_local_attention(q, k, v, attn.heads, self.slice_start(seq, frames, frame_tokens), frame_tokens,
+                                    self._attention_backend)
+        return attn.to_out(out.type_as(q))
+
+
+def frame_local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, start: int,
+                          frame_tokens: int, backend=None) -> torch.Tensor:
+    """Each query token attends to the keys of its own latent frame. q [B, L, dim] holds the tokens
+    [start, start + L) of the video; k, v [B, F, n, dim] hold n keys per latent frame."""
+    b, seq, dim = q.shape
+    head_dim = dim // heads
+    outs, pos = [], 0
+    for first, count, tokens in frame_runs(start, seq, frame_tokens):
+        qr = q[:, pos:pos + count * tokens].reshape(b * count, tokens, heads, head_dim)
+        kr = k[:, first:first + count].reshape(b * count, -1, heads, head_dim)
+        vr = v[:, first:first + count].reshape(b * count, -1, heads, head_dim)
+        out = dispatch_attention_fn(qr, kr, vr, backend=backend, parallel_config=None)
+        outs.append(out.reshape(b, count * tokens, dim))
+        pos += count * tokens
+    return outs[0] if len(outs) == 1 else torch.cat(outs, dim=1)
 
 
 class HuMoAudioAttention(nn.Module, AttentionModuleMixin):
@@ -87,8 +143,9 @@ class HuMoAudioAttention(nn.Module, AttentionModuleMixin):
         self.norm_k = nn.RMSNorm(dim, eps=eps, elementwise_affine=True)
         self.set_processor(processor or self._default_processor_cls())
 
-    def forward(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, frames: int) -> torch.Tensor:
-        return self.processor(self, hidden_states, audio_tokens, frames)
+    def forward(self, hidden_states: torch.Tensor, audio_tokens: torch.Tensor, frames: int,
+                frame_tokens: int | None = None) -> torch.Tensor:
+        return self.processor(self, hidden_states, audio_tokens, frames, frame_tokens)
 
 
 class HuMoTransformerBlock(WanTransformerBlock):
@@ -108,7 +165,8 @@ class HuMoTransformerBlock(WanTransformerBlock):
         self.norm_audio = FP32LayerNorm(dim, eps, elementwise_affine=True)
         self.audio_attn = HuMoAudioAttention(dim, audio_dim, num_heads, eps)
 
-    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb, audio_tokens=None, frames=1):
+    def forward(self, hidden_states, encoder_hidden_states, temb, rotary_emb, audio_tokens=None, frames=1,
+                frame_tokens=None):
         compute = encoder_hidden_states.dtype
         stream = torch.float32 if self.float32_residual else compute
         x = hidden_states.to(stream)
@@ -124,7 +182,7 @@ class HuMoTransformerBlock(WanTransformerBlock):
         x = (x + self.attn2(norm, encoder_hidden_states, None, None)).to(stream)
 
         norm = self.norm_audio(x.float()).to(compute)
-        x = (x + self.audio_attn(norm, audio_tokens, frames)).to(stream)
+        x = (x + self.audio_attn(norm, audio_tokens, frames, frame_tokens)).to(stream)
 
         norm = (self.norm3(x.float()) * (1 + c_scale_msa) + c_shift_msa).to(compute)
         ff = self.ffn(norm)
@@ -141,6 +199,17 @@ def sinusoidal_embedding(timestep: torch.Tensor, dim: int) -> torch.Tensor:
 
 
 class HuMoTransformer3DModel(WanTransformer3DModel):
+    # Sequence (context) parallelism, for diffusers' `enable_parallelism`: the rotary tables and the
+    # token stream entering the first block are split over the ranks, the output projection's
+    # tokens are gathered back. The text and audio cross-attentions run on each rank's slice.
+    _cp_plan = {
+        "rope": {
+            0: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+            1: ContextParallelInput(split_dim=1, expected_dims=4, split_output=True),
+        },
+        "blocks.0": {"hidden_states": ContextParallelInput(split_dim=1, expected_dims=3, split_output=False)},
+        "proj_out": ContextParallelOutput(gather_dim=1, expected_dims=3),
+    }
     _no_split_modules = ["HuMoTransformerBlock"]
     _repeated_blocks = ["HuMoTransformerBlock"]
     _skip_layerwise_casting_patterns = ["patch_embedding", "condition_embedder", "norm", "audio_proj.norm"]
@@ -251,7 +320,8 @@ class HuMoTransformer3DModel(WanTransformer3DModel):
         if self.float32_residual:
             hidden_states = hidden_states.float()  # every block then sees the same dtype (one compiled graph)
         for block in self.blocks:
-            hidden_states = block(hidden_states, text, timestep_proj, rotary_emb, audio_tokens=audio_tokens, frames=f)
+            hidden_states = block(hidden_states, text, timestep_proj, rotary_emb, audio_tokens=audio_tokens, frames=f,
+                                  frame_tokens=h * w)
 
         shift, scale = (self.scale_shift_table.to(temb.device) + temb.unsqueeze(1)).chunk(2, dim=1)
         hidden_states = (self.norm_out(hidden_states.float()) * (1 + scale) + shift).to(text.dtype)

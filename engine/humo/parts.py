@@ -36,13 +36,18 @@ def _load_vae(engine, paths: dict, dtype, device):
 
 
 def _load_dit(engine, paths: dict, dtype, device):
-    """The DiT, with the engine's attention backend, its memory plan and (optionally) compiled blocks."""
+    """The DiT, with the engine's attention backend, its sequence split (a torchrun run with
+    sequence ranks), its memory plan and (optionally) compiled blocks."""
     from engine import memory
-    from engine.attention import apply_backend, choose_backend
+    from engine.attention import apply_backend, available_backends, choose_backend
     from engine.humo.dit_loader import load_dit
 
     model = load_dit(engine.variant.dit, paths["dit_files"][0], dtype=dtype, device=device)
     engine.attention_backend = apply_backend(model, choose_backend(engine.attention, engine.device, dtype))
+    if engine.parallel is not None:     # sequence ranks share each pass's tokens (engine.parallel.sequence)
+        other = engine.parallel.split_model(model, engine.attention_backend, available_backends(engine.device))
+        if other is not None:
+            engine.attention_backend = apply_backend(model, other)
     model = memory.prepare(engine.plan, "dit", model, engine.device, dtype)
     engine.compile_backend = None
     if engine.compile:

@@ -225,7 +225,11 @@ class Engine:
 
             res.seed = parallel.same(res.seed)      # every rank draws the same noise
             n_passes = len(plan_for(res.variant.reference, res.mode, 1000.0, res.variant.defaults.switch_t).passes)
-            yield NoticeEvent(parallel.describe(n_passes))
+            heads = res.variant.dit.num_heads
+            per_pass = (res.latent_frames if res.windows is None else min(res.latent_frames, res.windows.length))
+            parallel.check_tokens(per_pass + max(len(images), 1), res.height // 8, res.width // 8,
+                                  tuple(res.variant.dit.patch_size))
+            yield NoticeEvent(parallel.describe(n_passes, heads))
         fast = get_fast_mode(request.fast_mode if request.fast_mode is not None else self.fast_mode)
         if fast is not None:
             res.steps = fast.steps_for(res.steps)
@@ -315,7 +319,7 @@ class Engine:
         settings["fast_mode"] = fast.name if fast is not None else None
         settings["compiled"] = self.compile_backend
         if parallel is not None:
-            settings["parallel"] = parallel.settings(n_passes)
+            settings["parallel"] = parallel.settings(n_passes, heads)
             if parallel.rank != 0:          # rank 0 writes the video; the others are done
                 timings["total_s"] = time.perf_counter() - t_start
                 yield StageEvent("done", f"Done (rank {parallel.rank}: rank 0 writes the video)")

@@ -1,11 +1,14 @@
 """Several GPUs (or hosts): torch.distributed, launched by torchrun.
 
-Supported now: guidance-branch parallelism. The guidance passes of every denoising step are
-spread over the ranks, each rank runs its share, the outputs are gathered, and every rank combines
-them identically, so all ranks hold the same latents: the same numbers as a single process.
-Rank 0 writes the video. Not yet: sequence (context) parallelism inside one pass.
+The ranks form a grid of G guidance columns × S sequence ranks (S = --sequence-ways, default 1):
+  guidance  the guidance passes of every denoising step are spread over the G columns, each runs
+            its share, the outputs are gathered along the column, and every rank combines them
+            identically, so all ranks hold the same latents (engine.parallel.passes);
+  sequence  the S ranks of a column share the tokens of each of its passes, through diffusers'
+            context parallelism (Ulysses, ring where the heads do not divide; engine.parallel.sequence).
+Both give the numbers of a single process. Rank 0 writes the video.
 
-    torchrun --nproc-per-node 2 -m engine generate ...
+    torchrun --nproc-per-node 4 -m engine generate --sequence-ways 2 ...
 """
 from engine.parallel.group import LaunchEnv, ParallelGroup, RankStopped, launch_env
 from engine.parallel.passes import assign_passes, split_line, step_speedup

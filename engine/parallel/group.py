@@ -30,6 +30,7 @@ from engine.errors import Cancelled, EngineError
 from engine.parallel.passes import assign_passes, guidance_ways, split_line
 
 ENV_TIMEOUT = "HUMO_DIST_TIMEOUT_S"
+ENV_SEQUENCE = "HUMO_SEQUENCE_WAYS"
 DEFAULT_TIMEOUT_S = 900.0
 _PREFIX = "humo/"
 
@@ -78,6 +79,34 @@ def timeout_from_env(environ: dict | None = None) -> float:
     return value
 
 
+def sequence_from_env(world: int, environ: dict | None = None) -> int:
+    """HUMO_SEQUENCE_WAYS (default 1): how many ranks share each network pass's tokens."""
+    env = os.environ if environ is None else environ
+    raw = env.get(ENV_SEQUENCE, "").strip()
+    return check_sequence_ways(raw or 1, world, ENV_SEQUENCE)
+
+
+def check_sequence_ways(value, world: int, name: str = "--sequence-ways") -> int:
+    """`value` as a number of sequence ranks that divides the `world` ranks (one line otherwise)."""
+    try:
+        ways = int(str(value))
+    except ValueError:
+        raise EngineError(f"{name}={value!r} is not a whole number.") from None
+    if ways < 1 or world % ways:
+        raise EngineError(f"{name}={ways} does not divide the {world} ranks.",
+                          hint="The ranks form groups of that many, each sharing the tokens of its passes; "
+                               f"choose a divisor of {world}.")
+    return ways
+
+
+def _link_error(err: BaseException) -> bool:
+    """Whether an error raised inside a network pass came from the link between ranks (a peer gone,
+    a timeout) rather than from this rank's own computation."""
+    text = str(err).lower()
+    return isinstance(err, dist.DistError) or any(
+        word in text for word in ("gloo", "nccl", "connection", "peer", "timed out", "timeout"))
+
+
 def _short(err: BaseException, limit: int = 240) -> str:
     """One line of an error, without the C++ source location torch puts in front."""
     text = " ".join(str(err).split()) or type(err).__name__
@@ -92,16 +121,27 @@ class ParallelGroup:
     """This rank's view of the run: its rank, the device it computes on, and the collectives."""
 
     def __init__(self, rank: int, world: int, device: str, backend: str, timeout_s: float,
-                 store=None, agent_store: bool = False):
+                 store=None, agent_store: bool = False, sequence_ways: int = 1):
         self.rank, self.world, self.device, self.backend = rank, world, device, backend
         self.timeout_s = timeout_s
         self._store, self._agent_store = store, agent_store
         self._op = 0            # collectives started so far (the same count on every rank)
+        # Ranks form a (guidance, sequence) grid, row by row: the S ranks of a row share the tokens
+        # of the same passes; the G rows share out the passes of each step.
+        self.sequence_ways = check_sequence_ways(sequence_ways, world)
+        self.guidance_ranks = world // self.sequence_ways
+        self.guidance_rank, self.sequence_rank = divmod(rank, self.sequence_ways)
+        self._guidance_group = None     # the ranks of this rank's column (None: all, when S = 1)
+        self._meshes: dict = {}
 
     @classmethod
-    def start(cls, env: LaunchEnv, device: str | None = None, timeout_s: float | None = None) -> "ParallelGroup":
-        """Join the process group: nccl on GPUs (cuda device = LOCAL_RANK), gloo on CPUs."""
+    def start(cls, env: LaunchEnv, device: str | None = None, timeout_s: float | None = None,
+              sequence_ways: int | None = None) -> "ParallelGroup":
+        """Join the process group: nccl on GPUs (cuda device = LOCAL_RANK), gloo on CPUs.
+        `sequence_ways` (default HUMO_SEQUENCE_WAYS, else 1) ranks share each pass's tokens."""
         timeout_s = timeout_from_env() if timeout_s is None else timeout_s
+        sequence_ways = sequence_from_env(env.world_size) if sequence_ways is None else \
+            check_sequence_ways(sequence_ways, env.world_size)
         use_cuda = torch.cuda.is_available() and not str(device or "").startswith("cpu")
         if use_cuda:
             torch.cuda.set_device(env.local_rank)
@@ -122,7 +162,22 @@ class ParallelGroup:
             store = _get_default_store()
         except Exception:       # the store only names the rank that stopped; the run works without it
             store = None
-        return cls(env.rank, env.world_size, where, backend, timeout_s, store, env.agent_store)
+        group = cls(env.rank, env.world_size, where, backend, timeout_s, store, env.agent_store, sequence_ways)
+        if sequence_ways > 1:
+            group._guidance_group = group._mesh(("guidance", "sequence"), (group.guidance_ranks, sequence_ways)) \
+                .get_group("guidance")
+        return group
+
+    def _mesh(self, names: tuple, shape: tuple):
+        """A DeviceMesh over all ranks (made once per layout; every rank makes it at the same point)."""
+        key = (names, shape)
+        if key not in self._meshes:
+            from torch.distributed.device_mesh import init_device_mesh
+
+            device_type = "cuda" if self.device.startswith("cuda") else "cpu"
+            self._meshes[key] = self._collective(
+                "setting up the rank groups", lambda: init_device_mesh(device_type, shape, mesh_dim_names=names))
+        return self._meshes[key]
 
     def close(self) -> None:
         if dist.is_initialized():
@@ -133,13 +188,48 @@ class ParallelGroup:
 
     # -- what it does -------------------------------------------------------------------------
 
-    def describe(self, n_passes: int) -> str:
-        return split_line(self.world, n_passes)
+    def describe(self, n_passes: int, heads: int = 0) -> str:
+        """'4 ranks: guidance passes 2-way (4 per step: 2+2), sequence 2-way (Ulysses 2)' for a model
+        with `heads` attention heads."""
+        return split_line(self.world, n_passes, self.sequence_ways, self._sequence_kind(heads))
 
-    def settings(self, n_passes: int) -> dict:
+    def settings(self, n_passes: int, heads: int = 0) -> dict:
         """What the run's settings (and the MP4's metadata) record about the split."""
-        return {"ranks": self.world, "backend": self.backend, "guidance_ways": guidance_ways(n_passes, self.world),
-                "sequence_ways": 1, "passes_per_rank": [len(s) for s in assign_passes(n_passes, self.world)]}
+        data = {"ranks": self.world, "backend": self.backend,
+                "guidance_ways": guidance_ways(n_passes, self.guidance_ranks), "sequence_ways": self.sequence_ways,
+                "passes_per_rank": [len(s) for s in assign_passes(n_passes, self.guidance_ranks)
+                                    for _ in range(self.sequence_ways)]}
+        if self.sequence_ways > 1:
+            data["sequence_attention"] = self._sequence_kind(heads)
+        return data
+
+    def _sequence_kind(self, heads: int) -> str | None:
+        from engine.parallel import sequence
+
+        return sequence.describe(*sequence.split(self.sequence_ways, heads)) if self.sequence_ways > 1 and heads else None
+
+    # -- sequence parallelism -------------------------------------------------------------------
+
+    def split_model(self, model, attention_backend: str, available: list[str]) -> str | None:
+        """Split `model`'s passes over this rank's sequence group (engine.parallel.sequence); a
+        no-op with one sequence rank. Returns the attention backend to use when the given one
+        cannot be split, else None."""
+        if self.sequence_ways == 1:
+            return None
+        from engine.parallel import sequence
+
+        ring, ulysses = sequence.split(self.sequence_ways, model.config.num_attention_heads)
+        backend, note = sequence.backend_for(attention_backend, ring, available)
+        mesh = self._mesh(("guidance", "ring", "ulysses"), (self.guidance_ranks, ring, ulysses))
+        sequence.enable(model, mesh, ring, ulysses)
+        return backend if note else None
+
+    def check_tokens(self, frames_per_pass: int, latent_height: int, latent_width: int, patch=(1, 2, 2)) -> None:
+        """One line, before anything runs, when a pass's tokens cannot be cut into equal slices."""
+        from engine.parallel import sequence
+
+        tokens = sequence.pass_tokens(frames_per_pass, latent_height, latent_width, patch)
+        sequence.check_tokens(self.sequence_ways, tokens, frames_per_pass)
 
     # -- collectives ---------------------------------------------------------------------------
 
@@ -170,16 +260,33 @@ class ParallelGroup:
     def run_passes(self, passes: tuple, run: Callable[[list], dict], like: torch.Tensor) -> dict:
         """Run this rank's share of `passes` (`run(share) -> {name: output}`) and gather every
         rank's outputs: returns all passes' outputs, float32, the same on every rank. `like` is a
-        tensor of the outputs' shape and device (the latents)."""
-        shares = assign_passes(len(passes), self.world)
-        share = [passes[i] for i in shares[self.rank]]
-        outputs = run(share) if share else {}
+        tensor of the outputs' shape and device (the latents). With sequence ranks, the ranks of a
+        sequence group run the same share together, and the gather goes along the guidance column."""
+        shares = assign_passes(len(passes), self.guidance_ranks)
+        share = [passes[i] for i in shares[self.guidance_rank]]
+        if not share:
+            outputs = {}
+        elif self.sequence_ways == 1:
+            outputs = run(share)
+        else:       # the passes themselves talk to the other ranks of the sequence group
+            try:
+                outputs = run(share)
+            except RuntimeError as err:
+                if not _link_error(err):
+                    raise           # this rank's own failure: the pipeline reports it to the others
+                peers = [self.guidance_rank * self.sequence_ways + j for j in range(self.sequence_ways)]
+                raise self._stopped("running a pass split over the sequence ranks", err,
+                                    suspects=[r for r in peers if r != self.rank]) from None
         slots = max(len(s) for s in shares)
         mine = torch.zeros((slots, *like.shape), dtype=torch.float32, device=like.device)
         for j, p in enumerate(share):
             mine[j] = outputs[p.name]
-        gathered = [torch.empty_like(mine) for _ in range(self.world)]
-        self._collective("gathering the guidance passes", lambda: dist.all_gather(gathered, mine))
+        if self.guidance_ranks == 1:
+            gathered = [mine]
+        else:
+            gathered = [torch.empty_like(mine) for _ in range(self.guidance_ranks)]
+            self._collective("gathering the guidance passes",
+                             lambda: dist.all_gather(gathered, mine, group=self._guidance_group))
         return {passes[i].name: gathered[r][j] for r, share_r in enumerate(shares) for j, i in enumerate(share_r)}
 
     # -- failures -------------------------------------------------------------------------------
@@ -242,10 +349,13 @@ class ParallelGroup:
                 return
             pause.wait(0.05)
 
-    def _stopped(self, what: str, err: BaseException) -> RankStopped:
+    def _stopped(self, what: str, err: BaseException, suspects: list[int] | None = None) -> RankStopped:
+        """The RankStopped for a failed collective. `suspects`: the only ranks this one was talking
+        to (a split pass's sequence group), each named unless it answers that it saw the failure too;
+        otherwise the ranks that did not reach this collective, or that said they stopped."""
         hint = "Check that rank's output; every rank must run to the end for a video to be made."
         timed_out = "timed out" in str(err).lower() or "timeout" in str(err).lower()
-        others = [r for r in range(self.world) if r != self.rank]
+        others = [r for r in range(self.world) if r != self.rank] if suspects is None else suspects
         try:
             if self._store is None:
                 raise RuntimeError("no store")
@@ -253,7 +363,8 @@ class ParallelGroup:
             notes = {r: why for r in others if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None}
             # Ranks that did not reach this collective: stopped, or only slower. A slower rank soon
             # fails here too and says so; give it a moment (a quarter of the timeout, at most 15 s).
-            behind = [r for r in others if r not in notes and int(self._read(f"{_PREFIX}progress/{r}") or -1) < self._op]
+            behind = [r for r in others if r not in notes
+                      and (suspects is not None or int(self._read(f"{_PREFIX}progress/{r}") or -1) < self._op)]
             if behind:
                 self._await_reports(behind, min(15.0, max(1.0, self.timeout_s / 4)))
                 notes.update({r: why for r in behind if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None})

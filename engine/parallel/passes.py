@@ -26,19 +26,24 @@ def guidance_ways(n_passes: int, world: int) -> int:
     return min(n_passes, world)
 
 
-def split_line(world: int, n_passes: int) -> str:
-    """One line for people: '3 ranks: guidance passes 3-way (4 per step: 2+1+1), sequence 1-way'."""
-    shares = assign_passes(n_passes, world)
+def split_line(world: int, n_passes: int, sequence: int = 1, kind: str | None = None) -> str:
+    """One line for people: '3 ranks: guidance passes 3-way (4 per step: 2+1+1), sequence 1-way';
+    with sequence ranks, '4 ranks: guidance passes 2-way (4 per step: 2+2), sequence 2-way (Ulysses 2)'."""
+    columns = world // sequence
+    shares = assign_passes(n_passes, columns)
     sizes = "+".join(str(len(s)) for s in shares)
-    line = (f"{world} ranks: guidance passes {guidance_ways(n_passes, world)}-way "
-            f"({n_passes} per step: {sizes}), sequence 1-way")
-    idle = sum(1 for s in shares if not s)
+    line = (f"{world} ranks: guidance passes {guidance_ways(n_passes, columns)}-way "
+            f"({n_passes} per step: {sizes}), sequence {sequence}-way")
+    if sequence > 1 and kind:
+        line += f" ({kind})"
+    idle = sum(1 for s in shares if not s) * sequence
     if idle:
         line += f"; {idle} rank{'s' if idle > 1 else ''} idle (more ranks than passes)"
     return line
 
 
-def step_speedup(n_passes: int, world: int) -> float:
+def step_speedup(n_passes: int, world: int, sequence: int = 1) -> float:
     """The ideal speed-up of the network work of one step (communication left out): the slowest
-    rank runs ceil(passes / world) passes instead of all of them."""
-    return n_passes / max(len(s) for s in assign_passes(n_passes, world)) if n_passes else 1.0
+    group of `sequence` ranks runs ceil(passes / groups) passes, each on 1/sequence of the tokens."""
+    columns = world // sequence
+    return (n_passes / max(len(s) for s in assign_passes(n_passes, columns)) if n_passes else 1.0) * sequence
