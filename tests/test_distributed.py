@@ -98,7 +98,11 @@ def test_dist_model_is_labelled_modelled_and_its_arithmetic_holds(capsys):
     assert small["guidance"]["comm_bytes"] == 2 * small["out_bytes"]
     assert by[("humo-1.7b", 8)]["guidance"]["speedup"] <= 4.0 < by[("humo-1.7b", 8)]["best"]["speedup"]
     assert by[("humo-17b", 2)]["guidance"]["speedup"] < 1.5 + 1e-9          # 3 passes on 2 GPUs: 2 + 1
-    assert not by[("humo-17b", 2)]["best"]["built"]                         # a sequence split would do better
+    assert by[("humo-17b", 2)]["best"]["sequence_ways"] == 2                # 3 passes: a sequence split does better
+    seq = by[("humo-1.7b", 2)]["sequence"]          # 1 column, 2 sequence ranks: all 4 passes on half the tokens
+    assert seq["guidance_ways"] == 1 and seq["compute_s"] == pytest.approx(4 * 1.0 / 2)
+    per_pass = small["layers"] * 4 * small["tokens"] / 2 * small["dim"] * 2 / 2 + small["out_bytes"] / 2 / 2
+    assert seq["comm_bytes"] == pytest.approx(4 * per_pass)
     assert dist_model.main(["--pass-s-1.7b", "2.0", "--pass-s-17b", "30", "--link", "pcie", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["modelled"] and not data["measured"] and not data["pass_s_placeholder"]

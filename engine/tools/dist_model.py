@@ -7,12 +7,15 @@ expected speed-up of HuMo on 2/4/8 GPUs.
 From the pass counts (engine.humo.guidance), the latent sizes and the model widths (variants), and
 an assumed link bandwidth (NVLink ~450 GB/s per direction, PCIe ~25 GB/s) it models:
 
-  guidance   what runs now (engine.parallel): the passes of a step shared out over the GPUs, their
-             outputs (float32 latents) gathered with all_gather (ring: each GPU receives (N-1)
-             shares), then combined everywhere. Capped at the pass count (4 for 1.7B TIA, 3 for 17B).
-  sequence   not built yet: Ulysses sequence parallelism inside each pass, two all-to-alls per
-             block (q, k, v before attention, the output after; bf16 tokens x width).
-  hybrid     not built yet: g guidance groups x s sequence shards, g x s = N.
+  guidance   the passes of a step shared out over the GPUs, their outputs (float32 latents)
+             gathered with all_gather (ring: each GPU receives (N-1) shares), then combined
+             everywhere. Capped at the pass count (4 for 1.7B TIA, 3 for 17B).
+  sequence   the tokens of each pass split over the GPUs (Ulysses: all-to-alls of q, k, v before
+             each self-attention and of its output after, bf16 tokens x width), the output
+             projection's tokens gathered at the end of the pass.
+  hybrid     g guidance columns x s sequence ranks, g x s = N (--sequence-ways s).
+All three run in engine.parallel; only their speed here is modelled. Where the heads do not
+divide by s the engine uses ring attention for the rest, modelled here as Ulysses.
 
 The time per network pass is an input. Its default is a PLACEHOLDER: the pass's FLOPs
 (engine.tools.flops) at an assumed fraction of the H200's dense bf16 peak; replace it with the
@@ -63,15 +66,18 @@ def option(case: dict, pass_s: float, n: int, g: int, s: int, bw: float) -> dict
     seq_bytes = 0.0
     if s > 1:   # 2 all-to-alls per block per pass: 4 tensors of tokens/s x dim, (s-1)/s of each moves
         seq_bytes = k * case["layers"] * 4 * case["tokens"] / s * case["dim"] * ACT_BYTES * (s - 1) / s
-    # The gather as built: every one of the n ranks receives the k output slots of each other rank
-    # (ring all_gather). With sequence shards, each shard gathers its part from the other groups.
-    gather_bytes = ((n - 1) * k * case["out_bytes"] if s == 1 else (g - 1) * k * case["out_bytes"] / s) if g > 1 else 0.0
-    collectives = (k * case["layers"] * 2 if s > 1 else 0) + (2 if g > 1 else 0)
+    # The gathers as built: along its guidance column every rank receives the k output slots of
+    # each other column (ring all_gather); inside a sequence group each pass's output tokens
+    # (bf16, the size of half a float32 output) are gathered from the other s - 1 ranks.
+    gather_bytes = (g - 1) * k * case["out_bytes"] if g > 1 else 0.0
+    if s > 1:
+        gather_bytes += k * case["out_bytes"] / 2 * (s - 1) / s
+    collectives = (k * (case["layers"] * 2 + 1) if s > 1 else 0) + (2 if g > 1 else 0)
     comm = (seq_bytes + gather_bytes) / (bw * 1e9) + collectives * LATENCY_S
     one = case["passes"] * pass_s
     return {"guidance_ways": g, "sequence_ways": s, "idle_gpus": n - g * s, "compute_s": compute,
             "comm_bytes": seq_bytes + gather_bytes, "comm_s": comm, "step_s": compute + comm,
-            "speedup": one / (compute + comm), "built": s == 1}
+            "speedup": one / (compute + comm)}
 
 
 def model(gpus: list[int], links: dict[str, float], pass_s: dict[str, float]) -> list[dict]:
@@ -81,7 +87,7 @@ def model(gpus: list[int], links: dict[str, float], pass_s: dict[str, float]) ->
         t = pass_s[name]
         for link, bw in links.items():
             for n in gpus:
-                guidance = option(case, t, n, min(n, case["passes"]), 1, bw)      # what engine.parallel does
+                guidance = option(case, t, n, min(n, case["passes"]), 1, bw)      # --sequence-ways 1
                 hybrids = [option(case, t, n, g, n // g, bw) for g in range(1, min(n, case["passes"]) + 1) if n % g == 0]
                 rows.append({**case, "pass_s": t, "link": link, "link_gbps": bw, "gpus": n, "guidance": guidance,
                              "sequence": option(case, t, n, 1, n, bw),
@@ -98,7 +104,8 @@ def format_rows(rows: list[dict], placeholder: bool) -> str:
            ("Per-pass times are PLACEHOLDERS (FLOPs at an assumed fraction of H200 bf16 peak): replace them with "
             "measured ones (python -m engine bench --suite gpu; --pass-s-1.7b / --pass-s-17b).") if placeholder
            else "Per-pass times as given on the command line.",
-           "guidance = what runs now (engine.parallel); sequence / hybrid = not built yet (Ulysses, modelled only).", ""]
+           "guidance = --sequence-ways 1; sequence = --sequence-ways N; best = the fastest g x s "
+           "(torchrun --nproc-per-node N ... --sequence-ways s).", ""]
     last = None
     for r in rows:
         if (r["variant"], r["link"]) != last:
@@ -110,7 +117,7 @@ def format_rows(rows: list[dict], placeholder: bool) -> str:
             out.append(f"  {'GPUs':>4}  {'guidance: comm/step':>20} {'speed-up':>9}   {'sequence: comm/step':>20} "
                        f"{'speed-up':>9}   best (g x s)       speed-up")
         g, s, b = r["guidance"], r["sequence"], r["best"]
-        best = f"{b['guidance_ways']} x {b['sequence_ways']}{'' if b['built'] else ' (not built)'}"
+        best = f"{b['guidance_ways']} x {b['sequence_ways']}"
         out.append(f"  {r['gpus']:>4}  {_mb(g['comm_bytes']):>11} {g['comm_s'] * 1e3:>6.2f} ms {g['speedup']:>8.2f}x   "
                    f"{_mb(s['comm_bytes']):>11} {s['comm_s'] * 1e3:>6.1f} ms {s['speedup']:>8.2f}x   "
                    f"{best:<18} {b['speedup']:.2f}x")
