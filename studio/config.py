@@ -26,6 +26,8 @@ class StudioConfig:
     mcp: bool = True                 # serve the MCP endpoint when gradio[mcp] is installed
     open_browser: bool = False
     max_upload_mb: int = 1024        # largest file a visitor may upload
+    gpus: int = 1                    # ranks of a generation (engine.parallel.serve): the studio is rank 0
+    sequence_ways: int = 1           # of those, how many share the tokens of each pass
 
 
 def _env_bool(name: str, default: bool) -> bool:
@@ -73,6 +75,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="do not serve the MCP endpoint even when gradio[mcp] is installed [HUMO_MCP=0]")
     p.add_argument("--max-upload-mb", type=int, default=int(env("HUMO_MAX_UPLOAD_MB", "1024")), metavar="MB",
                    help="largest upload (photo or clip) in MB; bigger files are refused [HUMO_MAX_UPLOAD_MB]")
+    p.add_argument("--gpus", type=int, default=int(env("HUMO_GPUS", "1")), metavar="N",
+                   help="run each generation on N GPUs of this machine: the studio is rank 0 and starts the "
+                        "other ranks (on a machine without GPUs, N CPU processes) [HUMO_GPUS]")
+    p.add_argument("--sequence-ways", type=int, default=int(env("HUMO_SEQUENCE_WAYS", "1")), metavar="S",
+                   help="with --gpus: S of the ranks share the tokens of each network pass (must divide N); "
+                        "the rest share out the guidance passes [HUMO_SEQUENCE_WAYS]")
     p.add_argument("--open", action="store_true", help="open the page in a browser")
     return p
 
@@ -87,13 +95,18 @@ def parse_config(argv: list[str] | None = None) -> StudioConfig:
         parser.error(str(err))
     if args.max_upload_mb < 1:
         parser.error(f"--max-upload-mb must be at least 1, not {args.max_upload_mb}.")
+    if args.gpus < 1:
+        parser.error(f"--gpus must be at least 1, not {args.gpus}.")
+    if args.sequence_ways < 1 or args.gpus % args.sequence_ways:
+        parser.error(f"--sequence-ways {args.sequence_ways} does not divide --gpus {args.gpus}.")
     plan = (args.plan or "auto").strip() or "auto"
     why = plan_syntax_problem(plan)
     if why:
         parser.error(why)
     return StudioConfig(host=args.host, port=args.port, share=args.share, auth=auth,
                         variant=args.variant, weights_dir=args.weights_dir, outputs_dir=args.outputs_dir,
-                        plan=plan, mcp=not args.no_mcp, open_browser=args.open, max_upload_mb=args.max_upload_mb)
+                        plan=plan, mcp=not args.no_mcp, open_browser=args.open, max_upload_mb=args.max_upload_mb,
+                        gpus=args.gpus, sequence_ways=args.sequence_ways)
 
 
 def plan_syntax_problem(plan: str) -> str | None:

@@ -168,7 +168,7 @@ def make_generate(rt: Runtime, config: StudioConfig, gallery_items: Callable[[st
             eng = rt.engine(options)
             rt.begin_run()
             try:
-                for ev in eng.generate(req):
+                for ev in rt.generate(eng, req):
                     # The engine resolves its plan, attention and compile while loading; noting them at
                     # every stage means the MP4's settings (written last) carry what really ran.
                     if getattr(ev, "kind", None) == "stage":

@@ -25,7 +25,11 @@ class EngineOptions:
 
 
 class Runtime:
-    """One engine (created on first use, rebuilt when its options change) and the gallery."""
+    """One engine (created on first use, rebuilt when its options change) and the gallery.
+
+    With --gpus N the engine is rank 0 of N (engine.parallel.serve.RankPool): the other ranks are
+    started with the first run, get each request from `generate`, and are started again after a
+    run that left them out of step."""
 
     def __init__(self, config: StudioConfig):
         self.config = config
@@ -39,6 +43,10 @@ class Runtime:
         self.workdir = Path(config.outputs_dir) / ".work"
         from studio.jobs import RunSlot
         self.runs = RunSlot()             # the Generate click going now, and who made it
+        self.pool = None
+        if config.gpus > 1:
+            from engine.parallel.serve import RankPool
+            self.pool = RankPool(config.gpus, config.weights_dir, sequence_ways=config.sequence_ways)
 
     @property
     def loaded(self) -> bool:
@@ -54,6 +62,11 @@ class Runtime:
         generation worker holds the one-run lock (studio.jobs.ENGINE_LOCK) when it asks."""
         options = options or EngineOptions(plan=self.config.plan)
         with self._engine_lock:
+            if self.pool is not None and not self.pool.ready:
+                if self._engine is not None:        # its model is split over the ranks that are gone
+                    self._engine.unload()
+                    self._engine = None
+                self.pool.start()
             if self._engine is not None and self._options != options:
                 if self.running.is_set():
                     raise RuntimeError("the engine cannot be rebuilt while a run is active")
@@ -63,11 +76,35 @@ class Runtime:
             if self._engine is None:
                 from engine import Engine   # torch + diffusers load here, not at start-up
                 # file_names_only: the videos are downloaded by visitors, so no server path goes in them.
+                group = None if self.pool is None else self.pool.group
                 self._engine = Engine(weights_dir=self.config.weights_dir, plan=options.plan,
                                       attention=None if options.attention == "auto" else options.attention,
-                                      compile=options.compile, file_names_only=True)
+                                      compile=options.compile, file_names_only=True, parallel=group,
+                                      device=None if group is None else group.device)
                 self._options = options
             return self._engine
+
+    def generate(self, eng, request):
+        """`eng.generate(request)`, with the other ranks running it too under --gpus N."""
+        pool = self.pool
+        if pool is None:
+            yield from eng.generate(request)
+            return
+        from engine.events import NoticeEvent
+        from engine.parallel.serve import EngineSettings
+
+        note = pool.take_note()
+        if note:
+            yield NoticeEvent(note)
+        pool.hand_out(request, EngineSettings(plan=eng.plan_spec, attention=eng.attention, compile=eng.compile))
+        error = None
+        try:
+            yield from eng.generate(request)
+        except BaseException as err:
+            error = err
+            raise
+        finally:
+            pool.after_run(error)
 
     def begin_run(self) -> None:
         self._idle.clear()

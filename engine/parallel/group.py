@@ -16,6 +16,7 @@ first collective, so it must cover the slowest rank's loading).
 """
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -136,9 +137,10 @@ class ParallelGroup:
 
     @classmethod
     def start(cls, env: LaunchEnv, device: str | None = None, timeout_s: float | None = None,
-              sequence_ways: int | None = None) -> "ParallelGroup":
+              sequence_ways: int | None = None, init_method: str | None = None) -> "ParallelGroup":
         """Join the process group: nccl on GPUs (cuda device = LOCAL_RANK), gloo on CPUs.
-        `sequence_ways` (default HUMO_SEQUENCE_WAYS, else 1) ranks share each pass's tokens."""
+        `sequence_ways` (default HUMO_SEQUENCE_WAYS, else 1) ranks share each pass's tokens.
+        `init_method` (default: MASTER_ADDR / MASTER_PORT from the environment, as torchrun sets)."""
         timeout_s = timeout_from_env() if timeout_s is None else timeout_s
         sequence_ways = sequence_from_env(env.world_size) if sequence_ways is None else \
             check_sequence_ways(sequence_ways, env.world_size)
@@ -148,7 +150,8 @@ class ParallelGroup:
             where, backend = f"cuda:{env.local_rank}", "nccl"
         else:
             where, backend = "cpu", "gloo"
-        options = dict(backend=backend, timeout=timedelta(seconds=timeout_s), rank=env.rank, world_size=env.world_size)
+        options = dict(backend=backend, timeout=timedelta(seconds=timeout_s), rank=env.rank, world_size=env.world_size,
+                       init_method=init_method)
         if use_cuda:
             options["device_id"] = torch.device(where)
         try:
@@ -288,6 +291,26 @@ class ParallelGroup:
             self._collective("gathering the guidance passes",
                              lambda: dist.all_gather(gathered, mine, group=self._guidance_group))
         return {passes[i].name: gathered[r][j] for r, share_r in enumerate(shares) for j, i in enumerate(share_r)}
+
+    # -- requests handed out by rank 0 (the studio on several GPUs: engine.parallel.serve) ------
+
+    def publish(self, job: dict | None) -> None:
+        """Rank 0: hand `job` (JSON-able; None = stop) to the other ranks, which wait in `next_job`."""
+        self._jobs = getattr(self, "_jobs", 0) + 1
+        self._store.set(f"{_PREFIX}job/{self._jobs}", json.dumps(job))
+
+    def next_job(self, poll_s: float = 60.0) -> dict | None:
+        """The other ranks: wait (as long as it takes) for rank 0's next job; None = stop.
+        RankStopped when rank 0 is gone (its store with it)."""
+        self._jobs = getattr(self, "_jobs", 0) + 1
+        key = f"{_PREFIX}job/{self._jobs}"
+        while True:
+            try:
+                self._store.wait([key], timedelta(seconds=poll_s))
+                return json.loads(self._store.get(key).decode())
+            except RuntimeError as err:       # torch's store errors are RuntimeErrors
+                if "timeout" not in str(err).lower() and "timed out" not in str(err).lower():
+                    raise RankStopped(f"rank 0 stopped: {_short(err)}") from None
 
     # -- failures -------------------------------------------------------------------------------
 
