@@ -253,8 +253,9 @@ def test_distributed_run_equals_the_single_process_run(ranks, single, inputs, va
     assert run.seconds < 60
 
 
-def test_a_cancel_on_rank_0_stops_every_rank_at_the_same_step(ranks, inputs):
-    run = ranks("cancel", request(inputs, steps=40), 2, cancel_after=1)
+@pytest.mark.parametrize("sequence", [1, 2])
+def test_a_cancel_on_rank_0_stops_every_rank_at_the_same_step(ranks, inputs, sequence):
+    run = ranks("cancel", request(inputs, steps=40), 2, sequence=sequence, cancel_after=1)
     results = run.wait()
     assert [results[r]["outcome"] for r in (0, 1)] == ["cancelled", "cancelled"]
     assert results[0]["steps"] == results[1]["steps"] == 1      # agreed at the start of step 2
