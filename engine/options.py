@@ -198,3 +198,40 @@ def run_estimate(variant: str | Variant, width=None, height=None, frames=None, m
     passes = window_passes * memory.passes_per_step(v, mode)
     out.update(passes=passes, pass_s=pass_s, seconds=passes * pass_s, device=on)
     return out
+
+
+def about(seconds: float) -> str:
+    """A rough duration for an estimate: "about 40 s", "about 12 min", "about 3 h 05 min"."""
+    seconds = max(0.0, float(seconds))
+    if seconds < 1:
+        return "under a second"
+    if seconds < 90:
+        return f"about {seconds:.0f} s"
+    minutes = seconds / 60
+    if minutes < 90:
+        return f"about {minutes:.0f} min"
+    hours, rest = divmod(int(round(minutes)), 60)
+    return f"about {hours} h {rest:02d} min" if hours < 48 else f"about {hours / 24:.0f} days"
+
+
+def long_video_line(request, on: str | None = None) -> str | None:
+    """For the command line: one line on a request longer than one context window (its windows and
+    the estimated denoising time, from `run_estimate`), else None. A request that follows its
+    clip's length reads the clip's duration (nothing loads)."""
+    seconds = None
+    if request.frames is None and request.audio and request.mode in ("TA", "TIA"):
+        from engine.media.audio import audio_info
+
+        seconds = audio_info(request.audio)["duration_s"]
+        if seconds is None:
+            return None
+    est = run_estimate(request.variant, request.width, request.height, request.frames, request.mode, request.steps,
+                       audio_seconds=seconds, window_length=request.window_length,
+                       window_overlap=request.window_overlap, window_schedule=request.window_schedule,
+                       images=len(request.images), on=on)
+    if est["windows"] <= 1:
+        return None
+    where = "a GPU" if est["device"] == "cuda" else "this CPU"
+    return (f"long video: {est['frames']:,} frames in {est['windows']} overlapping windows of {est['window_frames']} "
+            f"frames ({est['schedule']}) at each of {est['steps']} steps; denoising takes {about(est['seconds'])} "
+            f"on {where} (an estimate from the model's size; decoding comes on top)")

@@ -10,7 +10,7 @@ from typing import Any
 
 from engine import options
 from engine.errors import EngineError, InputError
-from engine.options import get_variant
+from engine.options import about, get_variant
 from studio.form import AUTO, EXACT, fast_mode_value
 
 EXACT_LABEL = "Exact (default)"
@@ -124,20 +124,6 @@ def plan_line(variant: str, width, height, frames, mode: str, plan: str = AUTO) 
 
 
 # ----------------------------------------------------------------------------- long videos
-
-def about(seconds: float) -> str:
-    """A rough duration for an estimate: "about 40 s", "about 12 min", "about 3 h 05 min"."""
-    seconds = max(0.0, float(seconds))
-    if seconds < 1:
-        return "under a second"
-    if seconds < 90:
-        return f"about {seconds:.0f} s"
-    minutes = seconds / 60
-    if minutes < 90:
-        return f"about {minutes:.0f} min"
-    hours, rest = divmod(int(round(minutes)), 60)
-    return f"about {hours} h {rest:02d} min" if hours < 48 else f"about {hours / 24:.0f} days"
-
 
 def clip_seconds(audio, trim_start=0, trim_end=0) -> float | None:
     """How long the part of the clip a run keeps lasts (None: no clip, or its length is unknown)."""

@@ -331,3 +331,23 @@ def test_block_offload_options_are_what_diffusers_takes():
     (out,) = model(x, torch.tensor([500.0]), torch.randn(1, 7, TINY.dit.text_dim), torch.randn(1, 2, 8, 5, 32),
                    return_dict=False)
     assert out.shape == x.shape and torch.isfinite(out).all()
+
+
+def test_a_video_longer_than_a_window_needs_the_activations_of_one_window():
+    one = Job(832, 480, 97)
+    long = Job(832, 480, 6145)
+    assert long.tokens(V17.dit) == one.tokens(V17.dit) == 26 * 30 * 52
+    assert memory.dit_activation_bytes(V17.dit, long, 1, torch.bfloat16) == \
+        memory.dit_activation_bytes(V17.dit, one, 1, torch.bfloat16)
+    # Streamed decode and zero-video encode: a window's worth; tiled decode holds the whole video.
+    for decode in (True, False):
+        assert memory.vae_activation_bytes(96, long, torch.bfloat16, None, decode) == \
+            memory.vae_activation_bytes(96, one, torch.bfloat16, None, decode)
+    assert memory.vae_activation_bytes(96, long, torch.bfloat16, 256, True) > \
+        10 * memory.vae_activation_bytes(96, one, torch.bfloat16, 256, True)
+    # The solver's latents do grow with the length; a shorter window means fewer tokens per pass.
+    assert memory.latents_bytes(long) > 50 * memory.latents_bytes(one)
+    assert Job(832, 480, 6145, window_length=13).tokens(V17.dit) == 14 * 30 * 52
+    # What the pipeline asks for: a 4-minute video at 480p fits a 24 GB card.
+    from engine.options import auto_plan
+    assert auto_plan("humo-1.7b", 832, 480, 6145, vram_gb=24)["plan"] is not None

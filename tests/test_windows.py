@@ -121,3 +121,19 @@ def test_a_ten_minute_clip_is_accepted_in_context_windows():
     with pytest.raises(InputError) as err:
         resolve(req, audio_samples=16000 * 960)
     assert "longer than the studio makes" in str(err.value)
+
+
+def test_zero_video_latents_of_any_length_equal_the_whole_encode(tiny_weights):
+    """The 17B layout's all-zero video: walked a chunk at a time and cut short at the encoder's
+    fixed point, it equals the encode of the whole zero video bit for bit (here past that point)."""
+    from engine.humo.vae import STRIDE_T, WanVAE
+
+    vae = WanVAE(tiny_weights / "tiny" / "vae" / "Wan2.1_VAE.pth", dtype=torch.float32)
+    for frames in (1, 2, 40):
+        whole = vae.encode(torch.zeros(3, 1 + STRIDE_T * (frames - 1), 32, 48))
+        got = vae.zero_latents(frames, 32, 48)
+        assert got.shape == whole.shape == (16, frames, 4, 6)
+        assert torch.equal(got, whole), frames
+    # 6145 video frames (1537 latent frames) never exist as a video: only latents come back.
+    long = vae.zero_latents(1537, 32, 48)
+    assert long.shape == (16, 1537, 4, 6) and torch.equal(long[:, 40:], long[:, -1:].expand(-1, 1497, -1, -1))

@@ -9,11 +9,29 @@ import torch
 
 from engine.errors import InputError
 from engine.events import StepEvent
-from engine.options import run_estimate
-from studio.performance import about, window_line
+from engine.options import about, run_estimate
+from studio.performance import window_line
 
 
 # ----------------------------------------------------------------------------- the estimate
+
+def test_the_command_line_gives_the_estimate_before_a_long_video(capsys, tmp_path):
+    from engine.__main__ import main
+    from tests.conftest import ROOT
+
+    speech = ROOT.parent / "shared" / "media"
+    base = ["generate", "--dry-run", "--variant", "humo-1.7b", "--mode", "TA", "--prompt", "A talk.",
+            "--out", str(tmp_path / "o.mp4")]
+    assert main(base + ["--audio", str(speech / "speech_60s_16k.wav")]) == 0
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.startswith("estimate: ")]
+    est = run_estimate("humo-1.7b", None, None, "auto", "TA", None, audio_seconds=60.0)
+    assert len(lines) == 1 and f"{est['windows']} overlapping windows of 97 frames" in lines[0], err
+    assert about(est["seconds"]) in lines[0]
+    # A video that fits one window (97 frames of the 9 s clip): an ordinary run, no estimate.
+    assert main(base + ["--audio", str(speech / "speech_9s_16k.wav"), "--frames", "97"]) == 0
+    assert "estimate: " not in capsys.readouterr().err
+
 
 def test_the_estimate_scales_with_the_windows():
     one = run_estimate("humo-1.7b", 832, 480, 97, "TIA", 50, on="cuda")

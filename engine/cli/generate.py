@@ -302,6 +302,8 @@ def _run_planned(args, planned, group) -> int:
             label = f"[{i}/{len(requests)}] " if len(requests) > 1 else ""
             for note in notes if speak else ():
                 tqdm.write(f"note: {label}{note}", file=sys.stderr)
+            for line in _long_video(request) if speak else ():
+                tqdm.write(f"estimate: {label}{line}", file=sys.stderr)
             try:
                 if speak:
                     Path(request.out_path).parent.mkdir(parents=True, exist_ok=True)
@@ -333,12 +335,26 @@ def _run_planned(args, planned, group) -> int:
     return 1 if failed else 0
 
 
+def _long_video(request) -> list[str]:
+    """The estimate line of a video longer than one context window (none for a shorter one)."""
+    from engine.errors import EngineError
+    from engine.options import long_video_line
+
+    try:
+        line = long_video_line(request)
+    except EngineError:
+        return []           # the run itself says what is wrong with the clip
+    return [line] if line else []
+
+
 def _dry_run(requests) -> int:
     """The videos the command would make, one line each (notes on stderr); nothing loads."""
     for i, (r, notes) in enumerate(requests, 1):
         label = f"[{i}/{len(requests)}] " if len(requests) > 1 else ""
         for note in notes:
             print(f"note: {label}{note}", file=sys.stderr)
+        for line in _long_video(r):
+            print(f"estimate: {label}{line}", file=sys.stderr)
         frames = "audio length" if r.frames is None else r.frames
         print(f"would write {r.out_path}: {r.variant} {r.mode}, {r.width}x{r.height}, frames {frames}, "
               f"steps {r.steps}, shift {r.shift:g}, seed {r.seed}", flush=True)

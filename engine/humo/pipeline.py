@@ -117,7 +117,8 @@ class Engine:
             self.unload()
         d = v.defaults
         job = memory.Job(d.width, d.height, d.frames, 1, d.mode, d.steps) if res is None else \
-            memory.Job(res.width, res.height, res.frames, max(images, 1), res.mode, res.steps)
+            memory.Job(res.width, res.height, res.frames, max(images, 1), res.mode, res.steps,
+                       res.windows.length if res.windows is not None else memory.Job.window_length)
         plan = memory.resolve_plan(self.plan_spec, v, job, self.device)
         if self.plan is not None and plan != self.plan:
             self.unload()

@@ -99,7 +99,40 @@ class WanVAE:
             finally:
                 m.clear_cache()
 
+    @torch.no_grad()
     def zero_latents(self, frames: int, height: int, width: int) -> torch.Tensor:
-        """Latents of an all-zero video of `frames` latent frames (computed, for any size)."""
-        video = torch.zeros(3, 1 + STRIDE_T * (frames - 1), height, width)
-        return self.encode(video)
+        """Latents of an all-zero video of `frames` latent frames, equal to `encode` of that video
+        without ever holding it: the encoder walks the zero video a chunk at a time, as diffusers'
+        encode does, and once a chunk leaves the encoder's causal cache exactly as it found it
+        (bit for bit), every later chunk (zeros again, the same cache) gives the same output, so
+        the rest is that output repeated. With tiling on, the whole video is encoded."""
+        from diffusers.models.autoencoders.vae import DiagonalGaussianDistribution
+
+        m = self.model
+        if m.use_tiling and (width > m.tile_sample_min_width or height > m.tile_sample_min_height):
+            return self.encode(torch.zeros(3, 1 + STRIDE_T * (frames - 1), height, width))
+        outs, before = [], None
+        m.clear_cache()
+        try:
+            for i in range(frames):
+                m._enc_conv_idx = [0]
+                chunk = torch.zeros(1, 3, 1 if i == 0 else STRIDE_T, height, width, device=self.device, dtype=self.dtype)
+                outs.append(m.encoder(chunk, feat_cache=m._enc_feat_map, feat_idx=m._enc_conv_idx))
+                state = [c.clone() if torch.is_tensor(c) else c for c in m._enc_feat_map]
+                if i > 0 and _same_cache(state, before):
+                    outs.extend([outs[-1]] * (frames - 1 - i))
+                    break
+                before = state
+            enc = m.quant_conv(torch.cat(outs, 2))
+        finally:
+            m.clear_cache()
+        mu = DiagonalGaussianDistribution(enc).mode()[0].float().cpu()
+        return (mu - self.mean) * self.inv_std
+
+
+def _same_cache(a: list, b: list | None) -> bool:
+    """Whether two snapshots of the encoder's causal cache are bit for bit the same."""
+    if b is None or len(a) != len(b):
+        return False
+    return all(torch.equal(x, y) if torch.is_tensor(x) and torch.is_tensor(y) else
+               (not torch.is_tensor(x) and not torch.is_tensor(y) and x == y) for x, y in zip(a, b))

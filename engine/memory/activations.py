@@ -5,8 +5,9 @@ from dataclasses import dataclass
 
 import torch
 
-from engine.memory.counts import _dtype_bytes
 from engine.humo.variants import Variant
+from engine.humo.windows import DEFAULT_LENGTH as DEFAULT_WINDOW
+from engine.memory.counts import _dtype_bytes
 
 # -- activation model constants (bytes; see estimate_* below for where each one enters) --------
 # DiT, per token and per pass run together, the largest of three phases of a block:
@@ -30,22 +31,34 @@ VAE_BYTES_PER_PX_CH = 45
 
 @dataclass(frozen=True)
 class Job:
-    """The size of one run, as far as memory is concerned."""
+    """The size of one run, as far as memory is concerned. A video longer than one context window
+    (engine.humo.windows) runs its network passes a window at a time: its activations are those
+    of one window, whatever its length; only the latents grow with it."""
     width: int
     height: int
     frames: int                    # video frames (snapped to 4k+1)
     images: int = 1                # reference images R (TA mode: one zero frame)
     mode: str = "TIA"
     steps: int = 50
+    window_length: int = DEFAULT_WINDOW    # latent frames per context window
 
     @property
     def latent_frames(self) -> int:
         return (self.frames - 1) // 4 + 1
 
+    @property
+    def pass_latent_frames(self) -> int:
+        """Latent frames (reference frames apart) in one network pass: the whole video, or one window."""
+        return min(self.latent_frames, self.window_length)
+
+    @property
+    def pass_frames(self) -> int:
+        return 1 + 4 * (self.pass_latent_frames - 1)
+
     def tokens(self, shape) -> int:
-        """(T + R) · (H/16) · (W/16) for patch (1, 2, 2)."""
+        """(T + R) · (H/16) · (W/16) for patch (1, 2, 2), T the latent frames of one pass."""
         pt, ph, pw = shape.patch_size
-        return (self.latent_frames + self.images) // pt * (self.height // 8 // ph) * (self.width // 8 // pw)
+        return (self.pass_latent_frames + self.images) // pt * (self.height // 8 // ph) * (self.width // 8 // pw)
 
 
 def passes_per_step(variant: Variant, mode: str) -> int:
@@ -83,12 +96,15 @@ def vae_activation_bytes(base_dim: int, job: Job, compute: torch.dtype, tile: in
     tiled = tile is not None and (w > tile or h > tile)
     px = tile * tile if tiled else w * h
     work = VAE_BYTES_PER_PX_CH * base_dim * cb * px
+    # A video longer than one window is encoded (the 17B's zero video, a chunk at a time) and decoded
+    # (into the MP4 writer) as it streams: counted as one window's worth. Tiles cannot stream in time.
+    frames = job.frames if tiled else job.pass_frames
     if not decode:
         # Reference images (one frame each) and, for the 17B, the all-zero video of T+R latent frames.
-        frames = 1 + 4 * (job.latent_frames + job.images - 1)
+        frames = 1 + 4 * ((job.latent_frames if tiled else job.pass_latent_frames) + job.images - 1)
         return work + 3 * frames * w * h * cb
-    out = 3 * job.frames * w * h * cb
-    out32 = 3 * job.frames * w * h * 4
+    out = 3 * frames * w * h * cb
+    out32 = 3 * frames * w * h * 4
     final = out + 2 * out32                                     # the engine's float copy and clamp
     if tiled:
         stride = tile * 3 // 4
