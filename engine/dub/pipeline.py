@@ -63,7 +63,9 @@ class Dubber:
 
         self.weights_dir = Path(weights_dir)
         self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        self.dtype = dtype or torch.float32
+        # The networks in bf16 on a GPU (float32's range, so no fp16 overflow); the sampler's state,
+        # masks and blends stay float32. float32 on a CPU, and wherever exactness is checked.
+        self.dtype = dtype or (torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
         self.model = self.parser = self.detector = self.landmarker = None
         self.latentsync = None

@@ -67,13 +67,16 @@ def denoise_chunk(unet, latents: torch.Tensor, conditions: torch.Tensor, audio: 
     """
     scheduler = make_scheduler(steps, scheduler_config)
     guide = guidance_scale > 1
-    batch_audio = guided_audio(audio, guidance_scale).to(latents.dtype)
-    batch_conditions = torch.cat([conditions] * 2) if guide else conditions
+    # The sampler's state and arithmetic stay float32; only the UNet runs in its own dtype (bf16 on a GPU).
+    dtype = next(unet.parameters()).dtype
+    latents = latents.float()
+    batch_audio = guided_audio(audio, guidance_scale).to(dtype)
+    batch_conditions = (torch.cat([conditions] * 2) if guide else conditions).to(dtype)
     cache = DeepCacheState(deepcache_interval) if deepcache_interval else None
     for i, t in enumerate(scheduler.timesteps):
         x = torch.cat([latents] * 2) if guide else latents
         x = scheduler.scale_model_input(x, t)
-        eps = unet(torch.cat([x, batch_conditions], dim=1), t, batch_audio, cache=cache, step=i)
+        eps = unet(torch.cat([x.to(dtype), batch_conditions], dim=1), t, batch_audio, cache=cache, step=i).float()
         if guide:
             uncond, cond = eps.chunk(2)
             eps = uncond + guidance_scale * (cond - uncond)

@@ -125,8 +125,9 @@ def decode(vae, latents: torch.Tensor) -> torch.Tensor:
 
 def paste_back(decoded: torch.Tensor, pixels: torch.Tensor, masks: torch.Tensor) -> torch.Tensor:
     """The mouth from the decode, the rest from the input face: decoded*m + pixels*(1-m), m = float32(1 - mask)."""
-    m = (1 - masks).to(decoded.dtype)
-    return decoded * m + pixels.to(decoded.dtype) * (1 - m)
+    decoded = decoded.float()       # a bf16 decode is blended in float32
+    m = (1 - masks).float()
+    return decoded * m + pixels.float() * (1 - m)
 
 
 @torch.no_grad()
@@ -138,7 +139,7 @@ def run_chunk(unet, vae, faces: torch.Tensor, audio: torch.Tensor, noise: torch.
     frames = faces.shape[0]
     dtype = cond.unet_input.dtype
     device = cond.unet_input.device
-    latents = noise.to(device, dtype).expand(-1, -1, frames, -1, -1).contiguous()
+    latents = noise.to(device, torch.float32).expand(-1, -1, frames, -1, -1).contiguous()
     latents = denoise_chunk(unet, latents, cond.unet_input, audio.to(device, dtype), steps=settings.steps,
                             guidance_scale=settings.guidance_scale, deepcache_interval=settings.deepcache_interval,
                             scheduler_config=settings.scheduler_config, on_step=on_step)
