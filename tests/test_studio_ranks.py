@@ -88,3 +88,16 @@ def test_a_rank_killed_mid_run_is_one_message_and_the_next_run_works(studio):
     (fresh,) = other_ranks(app)
     assert fresh.pid != victim.pid
     assert app.alive()
+
+
+def test_a_rank_that_cannot_start_is_said_at_once(tiny_weights, monkeypatch):
+    """The other ranks read HUMO_DIST_TIMEOUT_S themselves: a bad value stops them before they join.
+    Rank 0 (given its timeout directly) says which rank could not start, without waiting it out."""
+    from engine.errors import EngineError
+    from engine.parallel.serve import RankPool
+
+    monkeypatch.setenv("HUMO_DIST_TIMEOUT_S", "soon")
+    pool = RankPool(2, str(tiny_weights), device="cpu", timeout_s=20)
+    with pytest.raises(EngineError, match=r"Rank 1 of 2 could not start \(exit code 1\)"):
+        pool.start()
+    assert pool.procs == [] and pool.group is None and not pool.ready

@@ -134,6 +134,7 @@ class ParallelGroup:
         self.guidance_rank, self.sequence_rank = divmod(rank, self.sequence_ways)
         self._guidance_group = None     # the ranks of this rank's column (None: all, when S = 1)
         self._meshes: dict = {}
+        self._jobs = 0                  # requests handed out (rank 0) or taken (the others), for `next_job`
 
     @classmethod
     def start(cls, env: LaunchEnv, device: str | None = None, timeout_s: float | None = None,
@@ -296,13 +297,13 @@ class ParallelGroup:
 
     def publish(self, job: dict | None) -> None:
         """Rank 0: hand `job` (JSON-able; None = stop) to the other ranks, which wait in `next_job`."""
-        self._jobs = getattr(self, "_jobs", 0) + 1
+        self._jobs += 1
         self._store.set(f"{_PREFIX}job/{self._jobs}", json.dumps(job))
 
-    def next_job(self, poll_s: float = 60.0) -> dict | None:
+    def next_job(self, poll_s: float = 300.0) -> dict | None:
         """The other ranks: wait (as long as it takes) for rank 0's next job; None = stop.
         RankStopped when rank 0 is gone (its store with it)."""
-        self._jobs = getattr(self, "_jobs", 0) + 1
+        self._jobs += 1
         key = f"{_PREFIX}job/{self._jobs}"
         while True:
             try:

@@ -19,6 +19,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 from dataclasses import dataclass
 
 from engine.parallel.group import LaunchEnv, ParallelGroup, check_sequence_ways
@@ -85,12 +86,31 @@ class RankPool:
             cmd = [sys.executable, "-m", "engine.parallel.serve", "--weights", self.weights_dir,
                    "--device", "cuda" if use_cuda else "cpu"]
             self.procs.append(subprocess.Popen(cmd, env=env))
-        try:
-            self.group = ParallelGroup.start(LaunchEnv(0, self.world, 0), self.device, self.timeout_s,
-                                             self.sequence_ways, init_method=f"tcp://127.0.0.1:{port}")
-        except BaseException:
-            self.close()
-            raise
+        # Join in a thread, watching the ranks meanwhile: one that cannot start (a broken install, no
+        # memory) is said at once instead of after the group's timeout.
+        joined: dict = {}
+
+        def join():
+            try:
+                joined["group"] = ParallelGroup.start(LaunchEnv(0, self.world, 0), self.device, self.timeout_s,
+                                                      self.sequence_ways, init_method=f"tcp://127.0.0.1:{port}")
+            except BaseException as err:        # handed to the thread that waits below
+                joined["error"] = err
+
+        thread = threading.Thread(target=join, name="humo-join-ranks", daemon=True)
+        thread.start()
+        while thread.is_alive():
+            thread.join(0.2)
+            dead = [(r, p.returncode) for r, p in enumerate(self.procs, 1) if p.poll() is not None]
+            if dead and thread.is_alive():
+                self.close(wait_s=0)
+                rank, code = dead[0]
+                raise EngineError(f"Rank {rank} of {self.world} could not start (exit code {code}).",
+                                  hint="Its error is in the studio's log, above this line.")
+        if "error" in joined:
+            self.close(wait_s=0)
+            raise joined["error"]
+        self.group = joined["group"]
         return self.group
 
     def hand_out(self, request, settings: EngineSettings) -> None:
@@ -107,9 +127,9 @@ class RankPool:
         self.close()
         self.note = f"All {self.world} ranks were started again after the last run stopped."
 
-    def close(self) -> None:
+    def close(self, wait_s: float = STOP_WAIT_S) -> None:
         """Ask the ranks to stop (leaving the group breaks off a run they are in), end those that
-        have not stopped a while later."""
+        have not stopped `wait_s` seconds later."""
         group, self.group = self.group, None
         if group is not None:
             try:
@@ -119,7 +139,7 @@ class RankPool:
             group.close()
         for p in self.procs:
             try:
-                p.wait(timeout=STOP_WAIT_S)
+                p.wait(timeout=wait_s)
             except subprocess.TimeoutExpired:
                 p.kill()
                 p.wait()
@@ -171,7 +191,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--weights", required=True)
     p.add_argument("--device", default="cuda")
     args = p.parse_args(argv)
-    return serve(args.weights, args.device)
+    from engine.errors import EngineError
+
+    try:
+        return serve(args.weights, args.device)
+    except EngineError as err:          # could not join: one line in the studio's log
+        print(f"error: [rank {os.environ.get('RANK', '?')}] {err}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":
