@@ -53,7 +53,6 @@ class RankPool:
         self.device, self.timeout_s = device, timeout_s
         self.group: ParallelGroup | None = None
         self.procs: list[subprocess.Popen] = []
-        self.restarts = 0
         self.note: str | None = None        # what happened to the last ranks, for the next run's page
 
     @property
@@ -68,7 +67,6 @@ class RankPool:
                 self.note = (f"Rank {gone[0]} had stopped" if len(gone) == 1 else
                              f"Ranks {', '.join(map(str, gone))} had stopped") + "; all ranks were started again."
             self.close()
-            self.restarts += 1
         import torch
 
         from engine.errors import EngineError
