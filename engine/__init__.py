@@ -3,6 +3,8 @@
 Public surface:
     Engine(weights_dir).generate(GenerationRequest) -> iterator of events (engine.events)
     Engine.cancel(), Engine.load(variant), Engine.unload()
+    RankPool(world, weights_dir): the other ranks of a front end that runs each generation on
+    several GPUs (engine.parallel.serve); EngineSettings: what every rank builds its Engine with
 """
 import logging
 
@@ -20,4 +22,7 @@ def __getattr__(name):
     if name == "Engine":
         from engine.humo.pipeline import Engine
         return Engine
+    if name in ("RankPool", "EngineSettings"):
+        from engine.parallel import serve
+        return getattr(serve, name)
     raise AttributeError(name)

@@ -45,7 +45,7 @@ class Runtime:
         self.runs = RunSlot()             # the Generate click going now, and who made it
         self.pool = None
         if config.gpus > 1:
-            from engine.parallel.serve import RankPool
+            from engine import RankPool
             self.pool = RankPool(config.gpus, config.weights_dir, sequence_ways=config.sequence_ways)
 
     @property
@@ -91,7 +91,7 @@ class Runtime:
             yield from eng.generate(request)
             return
         from engine.events import NoticeEvent
-        from engine.parallel.serve import EngineSettings
+        from engine import EngineSettings
 
         note = pool.take_note()
         if note:

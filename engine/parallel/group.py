@@ -1,14 +1,13 @@
 """The process group of a run launched by torchrun: one process (rank) per GPU, or per CPU with gloo.
 
 Every collective the engine makes goes through `ParallelGroup`, which turns a failure into one
-`RankStopped` message that names the rank that stopped. How it knows: before each collective a
-rank writes how far it got to the group's key-value store (torch.distributed's own store, the one
-torchrun or the first rank hosts), and a rank that fails with an error writes that error there
-too. When a collective fails, the ranks that did not reach it are the ones that stopped.
-
-A rank behind the others may only be slower: it soon fails at the same collective and says so,
-so the ranks that saw the failure give the others a moment (a quarter of the timeout, at most 15 s)
-before naming them.
+`RankStopped` message that names the rank that stopped. How it knows: through the group's
+key-value store (torch.distributed's own store, the one torchrun or the first rank hosts). A rank
+that fails with an error writes that error there; a rank that sees a collective fail writes that
+it is alive and saw it. A rank still alive soon fails at the same collective (or on reaching it)
+and says so, so the ranks that saw the failure give the collective's other members a moment (a
+quarter of the timeout, at most 15 s) to speak, then name those that said nothing (killed) along
+with those that gave their reason.
 
 A rank that neither answers nor dies (stuck) is given up on after the group timeout:
 HUMO_DIST_TIMEOUT_S seconds (default 900; loading large weights on every rank happens before the
@@ -278,9 +277,8 @@ class ParallelGroup:
             except RuntimeError as err:
                 if not _link_error(err):
                     raise           # this rank's own failure: the pipeline reports it to the others
-                peers = [self.guidance_rank * self.sequence_ways + j for j in range(self.sequence_ways)]
-                raise self._stopped("running a pass split over the sequence ranks", err,
-                                    suspects=[r for r in peers if r != self.rank]) from None
+                row = [self.guidance_rank * self.sequence_ways + j for j in range(self.sequence_ways)]
+                raise self._stopped("running a pass split over the sequence ranks", err, row) from None
         slots = max(len(s) for s in shares)
         mine = torch.zeros((slots, *like.shape), dtype=torch.float32, device=like.device)
         for j, p in enumerate(share):
@@ -289,8 +287,9 @@ class ParallelGroup:
             gathered = [mine]
         else:
             gathered = [torch.empty_like(mine) for _ in range(self.guidance_ranks)]
+            column = [g * self.sequence_ways + self.sequence_rank for g in range(self.guidance_ranks)]
             self._collective("gathering the guidance passes",
-                             lambda: dist.all_gather(gathered, mine, group=self._guidance_group))
+                             lambda: dist.all_gather(gathered, mine, group=self._guidance_group), column)
         return {passes[i].name: gathered[r][j] for r, share_r in enumerate(shares) for j, i in enumerate(share_r)}
 
     # -- requests handed out by rank 0 (the studio on several GPUs: engine.parallel.serve) ------
@@ -340,17 +339,13 @@ class ParallelGroup:
         except Exception:
             pass
 
-    def _collective(self, what: str, fn: Callable[[], object]):
+    def _collective(self, what: str, fn: Callable[[], object], members: list[int] | None = None):
+        """`fn()`, a collective among `members` (default: every rank); its failure as RankStopped."""
         self._op += 1
-        if self._store is not None:
-            try:
-                self._store.set(f"{_PREFIX}progress/{self.rank}", str(self._op))
-            except Exception:
-                pass    # the collective will fail too, and say why
         try:
             return fn()
         except RuntimeError as err:          # torch.distributed's errors are RuntimeErrors
-            raise self._stopped(what, err) from None
+            raise self._stopped(what, err, members) from None
 
     def _read(self, key: str) -> str | None:
         return self._store.get(key).decode() if self._store.check([key]) else None
@@ -373,32 +368,30 @@ class ParallelGroup:
                 return
             pause.wait(0.05)
 
-    def _stopped(self, what: str, err: BaseException, suspects: list[int] | None = None) -> RankStopped:
-        """The RankStopped for a failed collective. `suspects`: the only ranks this one was talking
-        to (a split pass's sequence group), each named unless it answers that it saw the failure too;
-        otherwise the ranks that did not reach this collective, or that said they stopped."""
+    def _stopped(self, what: str, err: BaseException, members: list[int] | None = None) -> RankStopped:
+        """The RankStopped for a failed collective among `members` (default: every rank). A member
+        still alive soon fails at it too, or reaches it and fails, and says so in the store ("failed");
+        one that stopped with an error said why ("stopped"). The members that say neither within a
+        moment (a quarter of the timeout, at most 15 s) are named: killed, or stuck."""
         hint = "Check that rank's output; every rank must run to the end for a video to be made."
         timed_out = "timed out" in str(err).lower() or "timeout" in str(err).lower()
-        others = [r for r in range(self.world) if r != self.rank] if suspects is None else suspects
+        others = [r for r in (range(self.world) if members is None else members) if r != self.rank]
         try:
             if self._store is None:
                 raise RuntimeError("no store")
             self._store.set(f"{_PREFIX}failed/{self.rank}", f"{self._op}|")     # "alive, and saw it fail"
             notes = {r: why for r in others if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None}
-            # Ranks that did not reach this collective: stopped, or only slower. A slower rank soon
-            # fails here too and says so; give it a moment (a quarter of the timeout, at most 15 s).
-            behind = [r for r in others if r not in notes
-                      and (suspects is not None or int(self._read(f"{_PREFIX}progress/{r}") or -1) < self._op)]
-            if behind:
-                self._await_reports(behind, min(15.0, max(1.0, self.timeout_s / 4)))
-                notes.update({r: why for r in behind if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None})
-                behind = [r for r in behind if r not in notes and self._fresh(f"{_PREFIX}failed/{r}") is None]
+            silent = [r for r in others if r not in notes]
+            if silent:
+                self._await_reports(silent, min(15.0, max(1.0, self.timeout_s / 4)))
+                notes.update({r: why for r in silent if (why := self._fresh(f"{_PREFIX}stopped/{r}")) is not None})
+                silent = [r for r in silent if r not in notes and self._fresh(f"{_PREFIX}failed/{r}") is None]
         except Exception:
             # The store lives with torchrun's agent, or else with rank 0: gone with it.
             if not self._agent_store and self.rank != 0:
                 return RankStopped(f"rank 0 stopped while {what}: {_short(err)}", hint=hint)
             return RankStopped(f"another rank stopped while {what}: {_short(err)}", hint=hint)
-        named = sorted(set(behind) | set(notes))
+        named = sorted(set(silent) | set(notes))
         if not named:
             return RankStopped(f"a rank stopped while {what}: {_short(err)}", hint=hint)
         who = f"rank {named[0]}" if len(named) == 1 else "ranks " + ", ".join(map(str, named))
