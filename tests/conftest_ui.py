@@ -233,9 +233,11 @@ def set_checkbox(page, elem_id: str, on: bool) -> None:
 
 
 def upload_images(page, *paths: Path) -> None:
+    """Upload reference photos and wait until each is listed. Gradio's file list writes a name as
+    two spans ("portrait" ".png") with a space between, so the name is looked up by the cell's label."""
     page.locator("#ref-images input[type=file]").set_input_files([str(p) for p in paths])
     for p in paths:
-        page.locator("#ref-images").get_by_text(p.name).first.wait_for(timeout=90_000)
+        page.locator(f'#ref-images td.filename[aria-label="{p.name}"]').first.wait_for(timeout=90_000)
 
 
 def upload_audio(page, path: Path, elem_id: str = "audio-in") -> None:
