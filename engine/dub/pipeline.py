@@ -183,7 +183,7 @@ class Dubber:
         plan = plan_lengths(len(track), n_dubbed, req.when_audio_longer, req.when_video_longer)
         for note in _length_notes(plan):
             yield NoticeEvent(note)
-        audio = _output_audio(req, plan, info, out_sr)
+        audio = _output_audio(req, plan, info, out_sr, voice)
         timings["audio_s"] = time.monotonic() - t
         settings = {**req.settings(), "fps": str(info.fps), "width": info.width, "height": info.height,
                     "frames": plan.n_out, "dubbed_frames": plan.n_dubbed, "face_detector": track.detector,
@@ -348,14 +348,15 @@ def _crop_box(track, s: int, req: DubRequest, height: int) -> tuple[int, int, in
     return (x1, y1, x2, y2)
 
 
-def _output_audio(req: DubRequest, plan: OutputPlan, info, sr: int) -> np.ndarray:
-    """The new voice for the dubbed frames; under a kept rest, the source's own sound (or silence)."""
+def _output_audio(req: DubRequest, plan: OutputPlan, info, sr: int, voice_16k: np.ndarray) -> np.ndarray:
+    """The new voice for the dubbed frames; under a kept rest, the source's own sound (or silence).
+    A 16 kHz voice is the one already read for the features (a view of it, not a copy)."""
     from engine.media.audio import load_audio
     from engine.media.mp4_read import read_mp4_audio
 
-    voice = load_audio(req.audio, sr)
+    voice = voice_16k if sr == 16000 else load_audio(req.audio, sr)
     dubbed = int(round(plan.n_dubbed / info.fps * sr))
-    voice = np.pad(voice[:dubbed], (0, max(0, dubbed - len(voice))))
+    voice = voice[:dubbed] if len(voice) >= dubbed else np.pad(voice, (0, dubbed - len(voice)))
     if plan.kept_tail <= 0:
         return voice
     total = int(round(plan.n_out / info.fps * sr))

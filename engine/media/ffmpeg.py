@@ -172,7 +172,10 @@ def h264_encoder(out: Path, width: int, height: int, fps: float, *, audio: np.nd
         if audio is not None:
             audio_file = temp_path_beside(dest, ".f32")
             scratch.append(audio_file)
-            audio_file.write_bytes(np.clip(audio, -1.0, 1.0).astype("<f4").tobytes())
+            with open(audio_file, "wb") as f:       # a second at a time: a long voice is not copied whole
+                step = max(1, int(audio_sr))
+                for i in range(0, len(audio), step):
+                    f.write(np.clip(audio[i:i + step], -1.0, 1.0).astype("<f4").tobytes())
             cmd += ["-f", "f32le", "-ar", str(int(audio_sr)), "-ac", str(audio.shape[1]), "-i", str(audio_file)]
             inputs += 1
         maps = ["-map", "0:v:0"]
