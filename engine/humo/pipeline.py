@@ -116,9 +116,7 @@ class Engine:
         if self.variant is not None and self.variant.name != v.name:
             self.unload()
         d = v.defaults
-        job = memory.Job(d.width, d.height, d.frames, 1, d.mode, d.steps) if res is None else \
-            memory.Job(res.width, res.height, res.frames, max(images, 1), res.mode, res.steps,
-                       res.windows.length if res.windows is not None else memory.Job.window_length)
+        job = memory.Job(d.width, d.height, d.frames, 1, d.mode, d.steps) if res is None else _job(res, images)
         plan = memory.resolve_plan(self.plan_spec, v, job, self.device)
         if self.plan is not None and plan != self.plan:
             self.unload()
@@ -227,9 +225,8 @@ class Engine:
             res.seed = parallel.same(res.seed)      # every rank draws the same noise
             n_passes = len(plan_for(res.variant.reference, res.mode, 1000.0, res.variant.defaults.switch_t).passes)
             heads = res.variant.dit.num_heads
-            per_pass = (res.latent_frames if res.windows is None else min(res.latent_frames, res.windows.length))
-            parallel.check_tokens(per_pass + max(len(images), 1), res.height // 8, res.width // 8,
-                                  tuple(res.variant.dit.patch_size))
+            job = _job(res, len(images))
+            parallel.check_tokens(job.tokens(res.variant.dit), job.pass_latent_frames + job.images)
             yield NoticeEvent(parallel.describe(n_passes, heads))
         fast = get_fast_mode(request.fast_mode if request.fast_mode is not None else self.fast_mode)
         if fast is not None:
@@ -351,3 +348,12 @@ class Engine:
         lat = vae.zero_latents(frames, height, width)
         self._zero_cache[(frames, height, width)] = lat
         return lat
+
+
+def _job(res: Resolved, images: int):
+    """The run's size for the memory plan and the sequence split: one network pass covers one
+    context window (or the whole video) plus the reference frames."""
+    from engine import memory
+
+    window = res.windows.length if res.windows is not None else memory.Job.window_length
+    return memory.Job(res.width, res.height, res.frames, max(images, 1), res.mode, res.steps, window)

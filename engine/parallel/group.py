@@ -227,11 +227,10 @@ class ParallelGroup:
         sequence.enable(model, mesh, ring, ulysses)
         return backend if note else None
 
-    def check_tokens(self, frames_per_pass: int, latent_height: int, latent_width: int, patch=(1, 2, 2)) -> None:
+    def check_tokens(self, tokens: int, frames_per_pass: int) -> None:
         """One line, before anything runs, when a pass's tokens cannot be cut into equal slices."""
         from engine.parallel import sequence
 
-        tokens = sequence.pass_tokens(frames_per_pass, latent_height, latent_width, patch)
         sequence.check_tokens(self.sequence_ways, tokens, frames_per_pass)
 
     # -- collectives ---------------------------------------------------------------------------

@@ -63,11 +63,6 @@ def backend_for(backend: str, ring: int, available: list[str]) -> tuple[str, str
                      hint=f"Choose one of: {', '.join(CP_BACKENDS)}.")
 
 
-def pass_tokens(frames_per_pass: int, latent_height: int, latent_width: int, patch=(1, 2, 2)) -> int:
-    """Tokens in one network pass over `frames_per_pass` latent frames (reference frames included)."""
-    return (frames_per_pass // patch[0]) * (latent_height // patch[1]) * (latent_width // patch[2])
-
-
 def check_tokens(ways: int, tokens: int, frames_per_pass: int) -> None:
     """InputError unless the `tokens` of a pass cut into `ways` equal slices."""
     if ways > 1 and tokens % ways:
