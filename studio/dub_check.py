@@ -48,7 +48,7 @@ def check_first_frame(dubber, request) -> FirstFrameCheck:
     from engine import weights
     from engine.dub.blend import paste_mask
     from engine.dub.face.parsing import FaceParser
-    from engine.dub.face.track import FaceTrack, detect_size
+    from engine.dub.face.track import FaceTrack, detect_size, finder_label, find_faces, full_frames
     from engine.dub.pipeline import _crop_box
     from engine.dub.request import LATENTSYNC, validate_dub_request
     from engine.media.video_in import probe_video
@@ -57,20 +57,20 @@ def check_first_frame(dubber, request) -> FirstFrameCheck:
     info = probe_video(req.video)
     frame = first_frame(info)
     notices = list(info.notices)
-    dubber._load_detectors()
-    detector, landmarker = dubber.detector, dubber.landmarker
-    # As engine.dub.face.track.build_track: the detector sees the frame scaled to the detection size.
-    small = detect_size(info)
-    sx, sy = info.width / small[0], info.height / small[1]
-    found = detector.detect(cv2.resize(frame, small, interpolation=cv2.INTER_AREA))
+    detector, landmarker = dubber.face_finder(req.model)
+    # As the face track finds faces (engine.dub.face.track), on the full-size or the detection-size frame.
+    if not full_frames(detector, landmarker):
+        frame_in = cv2.resize(frame, detect_size(info), interpolation=cv2.INTER_AREA)
+    else:
+        frame_in = frame
+    found = find_faces(frame_in, info, detector, landmarker)
     if not found:
         raise InputError(f"No face was found in the first frame of {Path(info.path).name}.",
                          hint="Use a video whose first frame shows the face, facing the camera.")
-    box = found[0] * np.array([sx, sy, sx, sy], np.float32)
+    box, points = found[0]
     if len(found) > 1:
         notices.append(f"{len(found)} faces in the first frame: the largest is dubbed.")
-    points = landmarker.landmarks(frame, box) if landmarker is not None else None
-    label = detector.label if landmarker is None else landmarker.label
+    label = finder_label(detector, landmarker)
     notices.append(f"Face detector: {label}.")
     track = FaceTrack(boxes=box[None].astype(np.float32), width=info.width, height=info.height, detector=label,
                       landmarks=None if points is None else np.asarray(points, np.float32)[None])
@@ -89,13 +89,13 @@ def check_first_frame(dubber, request) -> FirstFrameCheck:
 def _latentsync_check(frame: np.ndarray, track, notices: list[str]) -> FirstFrameCheck:
     """LatentSync: the aligned face crop (box: its bounds in the frame) and the fixed mouth mask warped
     back into the frame, which is what the model redraws."""
-    from engine.dub.pipeline import latentsync_region
+    from engine.dub.pipeline import NO_LANDMARKS, latentsync_region
 
     found = latentsync_region(frame.shape[:2], track)
     if found is None:
         raise InputError("The face in the first frame is too small to dub.", hint="Use a closer shot of the face.")
     if track.landmarks is None:
-        notices.append("No face landmarks (DWPose is not downloaded): the face is aligned from its box.")
+        notices.append(NO_LANDMARKS)
     box, alpha = found
     mask = SimpleNamespace(square=(0, 0, frame.shape[1], frame.shape[0]), alpha=alpha)
     return FirstFrameCheck(draw(frame, box, mask), box, int(np.count_nonzero(alpha)), notices)

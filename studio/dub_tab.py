@@ -42,11 +42,20 @@ def weights_markdown(weights_dir: str, model: str | None = None) -> str:
     label = MODEL_LABELS[model]
     st = weights.find(model, weights_dir)
     if st.complete:
-        return redact_text(f"**{label}**: weights present in `{weights_dir}` "
-                           f"({weights.format_bytes(st.size_on_disk)}).")
-    return redact_text(f"**{label}**: weights are not ready in `{weights_dir}`: {st.problem()}. Run "
-                       f"`{st.command}`, or `python -m engine make-tiny {weights_dir} --model {model}` "
-                       "(or press **Make tiny weights**) for random weights that check the pipeline.")
+        text = f"**{label}**: weights present in `{weights_dir}` ({weights.format_bytes(st.size_on_disk)})."
+    else:
+        text = (f"**{label}**: weights are not ready in `{weights_dir}`: {st.problem()}. Run "
+                f"`{st.command}`, or `python -m engine make-tiny {weights_dir} --model {model}` "
+                "(or press **Make tiny weights**) for random weights that check the pipeline.")
+    restricted = [c for c in weights.components_for(model) if c.licence]
+    for comp in restricted:
+        part = next(c for c in st.components if c.key == comp.key)
+        if part.state == "present":
+            text += f"  \nFace landmarks: {comp.label}, present. **Licence:** {comp.licence}."
+        else:
+            text += (f"  \nOptional, the official face landmarks ({comp.label}): `{st.command} --with-insightface`. "
+                     f"**Licence:** {comp.licence}.")
+    return redact_text(text)
 
 
 def dub_values_from_settings(settings: dict) -> list:

@@ -137,6 +137,8 @@ def test_latentsync_choice_makes_its_weights_and_dubs(env):
         page.locator("#dub-make-tiny").click()
         page.wait_for_function("() => (document.querySelector('#dub-weights')?.innerText || '')"
                                ".includes('weights present')", timeout=180_000)
+    # The official face finder's files are offered with their licence where the page names them.
+    assert "non-commercial research use only" in page.locator("#dub-weights").inner_text()
     page.locator("#dub-latentsync-settings").get_by_text("LatentSync settings").first.click()
     set_number(page, "dub-steps", 2)
     page.locator("#dub-run-btn").click()

@@ -391,3 +391,35 @@ def test_cancel_stops_the_download_and_keeps_finished_files(hub, tmp_path):
     hub.requests.clear()
     assert W.download("humo-1.7b", wd).complete
     assert "bytedance-research/HuMo:HuMo-1.7B/ema.pth" not in hub.requested_files("GET")
+
+
+def test_latentsync_download_fetches_the_restricted_finder_only_when_asked(hub, tmp_path, capsys):
+    rng = np.random.default_rng(12)
+    hub.add_repo("ByteDance/LatentSync-1.6", {"latentsync_unet.pt": torch_zip(13), "whisper/tiny.pt": torch_zip(14),
+                                              "stage1.pt": torch_zip(15)})
+    hub.add_repo("stabilityai/sd-vae-ft-mse", {"config.json": b'{"latent_channels": 4}',
+                                               "diffusion_pytorch_model.safetensors": safetensors_bytes(16),
+                                               "diffusion_pytorch_model.bin": torch_zip(17)})
+    hub.add_repo("yzd-v/DWPose", {"dw-ll_ucoco_384.onnx": rng.bytes(3000), "yolox_l.onnx": rng.bytes(3000)})
+    finder = {f"models/buffalo_l/{n}": rng.bytes(2000) for n in ("det_10g.onnx", "2d106det.onnx", "w600k_r50.onnx")}
+    hub.add_repo("public-data/insightface", finder)
+    wd = tmp_path / "weights"
+
+    assert engine_main(["download", "--model", "latentsync-1.6", "--weights", str(wd)]) == 0
+    fetched = set(hub.requested_files("GET"))
+    assert fetched == {"ByteDance/LatentSync-1.6:latentsync_unet.pt", "ByteDance/LatentSync-1.6:whisper/tiny.pt",
+                       "stabilityai/sd-vae-ft-mse:config.json",
+                       "stabilityai/sd-vae-ft-mse:diffusion_pytorch_model.safetensors",
+                       "yzd-v/DWPose:dw-ll_ucoco_384.onnx"}
+    assert "non-commercial" not in capsys.readouterr().err
+    parts = {c.key: c for c in W.find("latentsync-1.6", wd).components}
+    assert parts["insightface"].optional and parts["insightface"].state == "missing"
+
+    assert engine_main(["download", "--model", "latentsync-1.6", "--weights", str(wd), "--with-insightface"]) == 0
+    new = set(hub.requested_files("GET")) - fetched
+    assert new == {"public-data/insightface:models/buffalo_l/det_10g.onnx",
+                   "public-data/insightface:models/buffalo_l/2d106det.onnx"}
+    assert "non-commercial research use only" in capsys.readouterr().err
+    folder = wd / "latentsync-1.6" / "auxiliary" / "models" / "buffalo_l"
+    assert (folder / "det_10g.onnx").read_bytes() == finder["models/buffalo_l/det_10g.onnx"]
+    assert W.find("latentsync-1.6", wd).complete

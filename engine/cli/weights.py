@@ -24,6 +24,9 @@ def register(subparsers) -> None:
                    help=f"weights folder (default: ${W.WEIGHTS_DIR_ENV} or '{W.DEFAULT_WEIGHTS_DIR}')")
     p.add_argument("--with-separator", action="store_true",
                    help="also fetch the Kim_Vocal_2 vocal separator (optional)")
+    p.add_argument("--with-insightface", action="store_true",
+                   help="with --model latentsync-1.6: also fetch the official face finder, insightface's "
+                        "SCRFD + 106-point landmark ONNX files (buffalo_l: non-commercial research use only)")
     p.set_defaults(func=cmd_download)
 
     s = subparsers.add_parser("status", help="show which variants' weights are present",
@@ -89,6 +92,7 @@ def cmd_download(args) -> int:
             optional = args.with_separator or name in W.DUB_MODELS   # a dub model's optional part is its landmarks
             with _stop_signals_interrupt():
                 status = W.download(name, weights_dir, progress=progress, include_optional=optional,
+                                    include_restricted=args.with_insightface,
                                     on_message=lambda m: (progress.finish(), print(m, file=sys.stderr)))
         except KeyboardInterrupt:
             progress.finish()

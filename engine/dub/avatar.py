@@ -40,8 +40,9 @@ class Avatar:
         for _ in dubber.load():
             pass
         info = probe_video(req.video)
-        track, _ = face_track(info, cache_dir=dubber.cache_dir, detector=dubber.detector,
-                              landmarker=dubber.landmarker, track_file=req.face_track)
+        detector, landmarker = dubber.face_finder(req.model)
+        track, _ = face_track(info, cache_dir=dubber.cache_dir, detector=detector, landmarker=landmarker,
+                              track_file=req.face_track)
         folder = tempfile.TemporaryDirectory(prefix="humo-avatar-")
         frames = np.memmap(Path(folder.name) / "frames.u8", np.uint8, "w+",
                            shape=(len(track), info.height, info.width, 3))

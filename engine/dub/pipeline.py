@@ -28,6 +28,9 @@ MASK_CACHE_BYTES = 256 * 1024**2     # paste masks kept for frames shown again (
 PREVIEW_SIDE = 256
 MAX_OUTPUT_SR = 48000
 TRACK_CACHE_ENV = "HUMO_TRACK_CACHE"
+NO_LANDMARKS = ("No face landmarks: the face is aligned from its box, which is less steady. For landmarks, "
+                "download the official 106-point models (python -m engine download --model latentsync-1.6 "
+                "--with-insightface; non-commercial research use only) or DWPose (--model musetalk-1.5).")
 
 
 @dataclass
@@ -67,7 +70,7 @@ class Dubber:
         # masks and blends stay float32. float32 on a CPU, and wherever exactness is checked.
         self.dtype = dtype or (torch.bfloat16 if str(self.device).startswith("cuda") else torch.float32)
         self.cache_dir = Path(cache_dir) if cache_dir is not None else _default_cache_dir()
-        self.model = self.parser = self.detector = self.landmarker = None
+        self.model = self.parser = self.detector = self.landmarker = self.insightface = None
         self.latentsync = None
         self._masks: dict[int, object] = {}
         self._mask_bytes = 0
@@ -106,10 +109,20 @@ class Dubber:
 
     def _load_detectors(self) -> None:
         from engine.dub.face.detect import DWPoseLandmarks, HaarDetector
+        from engine.dub.face.insight import InsightFace106
 
         if self.detector is None:
             self.detector = HaarDetector()
             self.landmarker = DWPoseLandmarks.find(self.weights_dir)
+            self.insightface = InsightFace106.find(self.model_dir(LATENTSYNC))
+
+    def face_finder(self, model: str) -> tuple[object, object | None]:
+        """(detector, landmarker) of `model`'s face track: LatentSync's official insightface finder
+        when its files are there; else the Haar cascade's boxes with DWPose's landmarks when present."""
+        self._load_detectors()
+        if model == LATENTSYNC and self.insightface is not None:
+            return self.insightface, None
+        return self.detector, self.landmarker
 
     def run(self, request: DubRequest, cancel: threading.Event | None = None) -> Iterator:
         """Events of one dubbing run (see module doc); raises `EngineError`s with one-line messages."""
@@ -152,18 +165,17 @@ class Dubber:
         from engine import weights
 
         weights.require(req.model, self.weights_dir)    # say so before minutes of face tracking
-        self._load_detectors()
+        detector, landmarker = self.face_finder(req.model)
         t = time.monotonic()
         yield StageEvent("tracking", "Finding the face in every frame")
-        track, how = face_track(info, cache_dir=self.cache_dir, detector=self.detector, landmarker=self.landmarker,
+        track, how = face_track(info, cache_dir=self.cache_dir, detector=detector, landmarker=landmarker,
                                 track_file=req.face_track, check_cancel=check_cancel,
                                 settings={"extra_margin": req.extra_margin, "bbox_shift": req.bbox_shift})
         for note in track.notices:
             yield NoticeEvent(note)
         if req.model == LATENTSYNC and track.landmarks is None:
-            yield NoticeEvent("No face landmarks (DWPose is not downloaded): LatentSync aligns the face from the "
-                              "face box, which is less steady; download musetalk-1.5's DWPose file for landmarks.")
-        if req.model != LATENTSYNC and req.bbox_shift and track.landmarks is None:
+            yield NoticeEvent(NO_LANDMARKS)
+        if req.model != LATENTSYNC and req.bbox_shift and (track.landmarks is None or track.landmarks.shape[1] != 68):
             yield NoticeEvent("bbox_shift needs face landmarks (DWPose), which this face track does not have: "
                               "it is not applied.")
         timings["track_s"] = time.monotonic() - t
@@ -339,7 +351,7 @@ def _crop_box(track, s: int, req: DubRequest, height: int) -> tuple[int, int, in
     detection = tuple(int(v) for v in det)
     points = track.landmarks_at(s)
     box = detection
-    if points is not None:
+    if points is not None and len(points) == 68:       # MuseTalk's box is built from the 68-point layout
         fb = face_box(points, detection, req.bbox_shift)
         box = fb.box if fb is not None else detection
     x1, y1, x2, y2 = with_margin(box, req.extra_margin, height)

@@ -34,6 +34,7 @@ APPROX_BYTES = {
     "sd-vae-ft-mse/diffusion_pytorch_model.bin": int(335 * MB),
     "whisper-tiny/pytorch_model.bin": int(151 * MB),
     "dw-ll_ucoco_384.onnx": int(134 * MB),
+    "buffalo_l det_10g + 2d106det": int(21 * MB),
     "face-parse-bisent": int(100 * MB),
     "latentsync_unet.pt": int(5.07 * GB),
     "whisper/tiny.pt": int(75.6 * MB),
@@ -61,6 +62,7 @@ class Component:
     index: str | None = None
     optional: bool = False
     revision: str = "main"
+    licence: str = ""          # set when the files' licence restricts use: fetched only when asked for by name
 
     @property
     def allow_patterns(self) -> list[str]:
@@ -128,6 +130,8 @@ class DubModel:
     random_weights: bool = False
 
 
+INSIGHTFACE_LICENCE = ("insightface's buffalo_l models are licensed for non-commercial research use only; "
+                       "without them LatentSync aligns faces from DWPose or the face box")
 MUSETALK_1_5 = DubModel("musetalk-1.5", "MuseTalk 1.5")
 MUSETALK_DIR = MUSETALK_1_5.name
 MUSETALK_COMPONENTS = (
@@ -157,6 +161,10 @@ LATENTSYNC_COMPONENTS = (
               APPROX_BYTES["sd-vae-ft-mse/diffusion_pytorch_model.safetensors"]),
     # The same optional landmark file as MuseTalk's (one copy, under musetalk-1.5/): steadier alignment.
     MUSETALK_COMPONENTS[-1],
+    # The official face finder (engine.dub.face.insight), where the official checkpoints/ folder keeps it.
+    Component("insightface", "insightface SCRFD + 106-point landmarks (ONNX)", "public-data/insightface",
+              f"{LATENTSYNC_DIR}/auxiliary", ("models/buffalo_l/det_10g.onnx", "models/buffalo_l/2d106det.onnx"),
+              APPROX_BYTES["buffalo_l det_10g + 2d106det"], optional=True, licence=INSIGHTFACE_LICENCE),
 )
 DUB_MODELS: dict[str, DubModel] = {MUSETALK_1_5.name: MUSETALK_1_5, LATENTSYNC_1_6.name: LATENTSYNC_1_6}
 

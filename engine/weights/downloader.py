@@ -74,7 +74,7 @@ def _verify(plan: _Planned, path: Path, progress: ProgressCallback | None) -> st
 
 def download(variant: Variant | str, weights_dir: str | os.PathLike | None = None, *,
              progress: ProgressCallback | None = None, include_optional: bool = False,
-             components: Iterable[Component] | None = None,
+             include_restricted: bool = False, components: Iterable[Component] | None = None,
              on_message: MessageCallback | None = None, cancel=None) -> Status:
     """Fetch what `variant` still needs into `weights_dir`; return the final `find` status.
 
@@ -83,7 +83,8 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     the free disk space against what is left to fetch, downloads with huggingface_hub
     (`progress(component, file, bytes_done, bytes_total)` follows each file), verifies sizes
     and the Hub's sha256, and records them in the manifest. Setting `cancel` (a threading.Event)
-    stops it with Cancelled; files finished so far are kept.
+    stops it with Cancelled; files finished so far are kept. A component whose licence restricts
+    use (`Component.licence`) is fetched only with `include_restricted`, and its licence is said first.
 
     Resuming: a dropped connection is resumed within the run (huggingface_hub retries with a
     Range request); a transfer stopped by Cancel, Ctrl-C, a lost connection or a killed process
@@ -94,7 +95,8 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     v = _variant(variant)
     wd = Path(weights_dir if weights_dir is not None else default_weights_dir())
     say = on_message or (lambda _msg: None)
-    comps = tuple(components) if components is not None else components_for(v, include_optional)
+    comps = tuple(components) if components is not None else tuple(
+        c for c in components_for(v, include_optional) if include_restricted or not c.licence)
     command = fetch_command(v, wd, with_separator=include_optional and components is None)
     status = find(v, wd, components=comps)
 
@@ -119,6 +121,9 @@ def download(variant: Variant | str, weights_dir: str | os.PathLike | None = Non
     have = sum(_resumable(wd, p) for p in plans) if mode == "resume" else 0
     needed = total - have
     check_disk_space(wd, needed, f"{v.label} ({len(plans)} files)")
+    for comp in comps:
+        if comp.licence and any(p.comp is comp for p in plans):
+            say(f"{comp.label}: {comp.licence}.")
     if plans:
         already = f" ({format_bytes(have)} of {format_bytes(total)} already here from before)" if have else ""
         say(f"Fetching {len(plans)} file(s), {format_bytes(needed)}, from {endpoint} into {wd}{already}.")

@@ -1,7 +1,8 @@
-"""The face track of a video: one face box (and, with DWPose, 68 landmarks) or none per frame.
+"""The face track of a video: one face box (and, with a landmark model, its landmarks) or none per frame.
 
 Built once per video as its own stage and cached: detection runs on downscaled frames, on every
-k-th frame (a keyframe), and the boxes in between are interpolated. When a frame shows two or
+k-th frame (a keyframe), and the boxes in between are interpolated. A finder that detects and
+places landmarks itself (insightface, LatentSync's official one) sees every full-size frame. When a frame shows two or
 more faces the largest is kept (and counted); short runs of keyframes without a face are bridged
 from the neighbouring boxes; longer runs stay faceless (those frames pass through unchanged).
 A video with no face at all is one `InputError`. The track is a small JSON file: cached under
@@ -35,7 +36,7 @@ class FaceTrack:
     width: int
     height: int
     detector: str                          # label of the detector that made it
-    landmarks: np.ndarray | None = None    # [n, 68, 2] float32 (NaN where no face), DWPose only
+    landmarks: np.ndarray | None = None    # [n, K, 2] float32 (NaN where no face): 68 (DWPose) or 106 points
     multi_face_frames: int = 0             # keyframes that showed more than one face
     bridged_frames: int = 0                # frames whose box was bridged over a short gap
     notices: list[str] = field(default_factory=list)
@@ -90,11 +91,15 @@ def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTr
             if b is not None:
                 boxes[i] = np.asarray(b, np.float32).reshape(4)
         landmarks = None
-        if data.get("landmarks") is not None:
-            landmarks = np.full((n, 68, 2), np.nan, np.float32)
+        rows = [r for r in (data.get("landmarks") or [])[:n] if r is not None]
+        if rows:
+            points = len(rows[0])
+            if points not in (68, 106):
+                raise ValueError(f"{points} landmarks per face (68 or 106 expected)")
+            landmarks = np.full((n, points, 2), np.nan, np.float32)
             for i, pts in enumerate(data["landmarks"][:n]):
                 if pts is not None:
-                    landmarks[i] = np.asarray(pts, np.float32).reshape(68, 2)
+                    landmarks[i] = np.asarray(pts, np.float32).reshape(points, 2)
         track = FaceTrack(boxes=boxes, width=int(data["width"]), height=int(data["height"]),
                           detector=str(data.get("detector", "given track file")), landmarks=landmarks,
                           multi_face_frames=int(data.get("multi_face_frames", 0)),
@@ -137,15 +142,34 @@ def detect_size(info: VideoInfo) -> tuple[int, int]:
     return max(2, int(round(info.width * scale / 2)) * 2), max(2, int(round(info.height * scale / 2)) * 2)
 
 
-def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int = STRIDE, max_gap: int = MAX_GAP,
-                batch: int = 16, check_cancel: Callable[[], None] | None = None,
-                on_progress: Callable[[int, int], None] | None = None) -> FaceTrack:
-    """Detect on every `stride`-th frame (and the last), then interpolate and bridge (see module doc)."""
+def full_frames(detector, landmarker=None) -> bool:
+    """Whether the track reads full-size frames (landmarks, or a finder of its own) or detection-size ones."""
+    return landmarker is not None or hasattr(detector, "faces")
+
+
+def find_faces(frame: np.ndarray, info: VideoInfo, detector, landmarker=None) -> list[tuple[np.ndarray, np.ndarray | None]]:
+    """The faces of one frame, largest first: (box [x1, y1, x2, y2] in frame pixels, landmarks or None;
+    landmarks for the first face only). `frame` is full size when `full_frames` says so, else at
+    `detect_size`."""
     import cv2
 
+    if hasattr(detector, "faces"):
+        return detector.faces(frame)
     small = detect_size(info)
+    img = frame if landmarker is None else cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
     sx, sy = info.width / small[0], info.height / small[1]
-    scale_back = np.array([sx, sy, sx, sy], np.float32)
+    found = [b * np.array([sx, sy, sx, sy], np.float32) for b in detector.detect(img)]
+    if found and landmarker is not None:
+        found[0] = (found[0], landmarker.landmarks(frame, found[0]))
+    return [f if isinstance(f, tuple) else (f, None) for f in found]
+
+
+def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int | None = None, max_gap: int = MAX_GAP,
+                batch: int = 16, check_cancel: Callable[[], None] | None = None,
+                on_progress: Callable[[int, int], None] | None = None) -> FaceTrack:
+    """Detect on every `stride`-th frame (the detector's own stride, else STRIDE) and the last,
+    then interpolate and bridge (see module doc)."""
+    stride = stride or getattr(detector, "stride", STRIDE)
     keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
     multi = 0
     n = 0
@@ -153,14 +177,11 @@ def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int = STR
 
     def detect(frame, i):
         nonlocal multi
-        img = frame if landmarker is None else cv2.resize(frame, small, interpolation=cv2.INTER_AREA)
-        found = detector.detect(img)
+        found = find_faces(frame, info, detector, landmarker)
         multi += len(found) > 1
-        box = found[0] * scale_back if found else None
-        pts = landmarker.landmarks(frame, box) if (landmarker is not None and box is not None) else None
-        keys[i] = (box, pts)
+        keys[i] = found[0] if found else (None, None)
 
-    frames = read_frames(info, batch, size=None if landmarker is not None else small)
+    frames = read_frames(info, batch, size=None if full_frames(detector, landmarker) else detect_size(info))
     for chunk in frames:
         if check_cancel is not None:
             check_cancel()
@@ -175,7 +196,7 @@ def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int = STR
         raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded.")
     if (n - 1) not in keys:
         detect(last, n - 1)
-    track = _fill(keys, n, max(stride, max_gap), info, detector.label if landmarker is None else landmarker.label)
+    track = _fill(keys, n, max(stride, max_gap), info, finder_label(detector, landmarker))
     track.multi_face_frames = multi
     if track.face_frames == 0:
         raise InputError(f"No face was found anywhere in {Path(info.path).name}.",
@@ -192,10 +213,14 @@ def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int = STR
     return track
 
 
+def finder_label(detector, landmarker=None) -> str:
+    return detector.label if landmarker is None else landmarker.label
+
+
 def _fill(keys: dict, n: int, bridge: int, info: VideoInfo, label: str) -> FaceTrack:
-    with_landmarks = any(p is not None for _, p in keys.values())
+    points = next((len(p) for _, p in keys.values() if p is not None), 0)
     boxes = np.full((n, 4), np.nan, np.float32)
-    lms = np.full((n, 68, 2), np.nan, np.float32) if with_landmarks else None
+    lms = np.full((n, points, 2), np.nan, np.float32) if points else None
     order = sorted(keys)
     good = [k for k in order if keys[k][0] is not None]
     bridged = 0

@@ -9,8 +9,9 @@ Folder layout (`<weights>/latentsync-1.6/`, as the Hub repos name the files):
 The fixed mouth mask is LatentSync's `latentsync/utils/mask.png` (Apache-2.0), shipped beside
 this file as `mask.png`.
 
-Alignment points come from the face track: DWPose's 68 face landmarks when it ran (brow centres
-and the nose tip, as the official 106-point landmarks give them), else the face box with the
+Alignment points come from the face track: the official 106-point landmarks when insightface's
+files are there (engine.dub.face.insight), else DWPose's 68 face landmarks when it ran (brow
+centres and the nose tip, as the 106-point ones give them), else the face box with the
 proportions of the alignment template.
 """
 from __future__ import annotations
@@ -34,10 +35,15 @@ BROW_RIGHT_68 = list(range(22, 27))
 NOSE_68 = [30, 31, 33, 35]
 
 
-def alignment_points(landmarks68: np.ndarray | None, box) -> np.ndarray | None:
-    """The 3 rounded alignment points (left brow, right brow, nose) of one face, or None without a face."""
-    if landmarks68 is not None:
-        p = np.asarray(landmarks68, np.float64)
+def alignment_points(landmarks: np.ndarray | None, box) -> np.ndarray | None:
+    """The 3 rounded alignment points (left brow, right brow, nose) of one face from its 106 or 68
+    landmarks or its box, or None without a face."""
+    if landmarks is not None and len(landmarks) == 106:
+        from engine.dub.face.align import three_points
+
+        return three_points(landmarks)
+    if landmarks is not None:
+        p = np.asarray(landmarks, np.float64)
         return np.round([p[BROW_LEFT_68].mean(0), p[BROW_RIGHT_68].mean(0), p[NOSE_68].mean(0)])
     if box is None:
         return None
