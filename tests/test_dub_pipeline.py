@@ -148,3 +148,34 @@ def test_prepared_avatar_speaks_from_its_cache(dubber, short704, tmp_path):
             x1, y1, x2, y2 = expanded_square(avatar.boxes[s])
             keep[max(0, y1):y2, max(0, x1):x2] = False
         assert np.array_equal(out[keep], source[s][keep])
+
+
+def test_a_stage_reports_its_progress_and_hands_back_its_result_or_error():
+    import threading
+
+    from engine.dub.pipeline import _with_progress
+    from engine.errors import Cancelled
+
+    def work(on_progress):
+        for done in (4, 8, 12):
+            on_progress(done, 12)
+        return threading.current_thread().name
+
+    gen = _with_progress(work, "tracking", "Finding the face", every_s=0)
+    events = []
+    try:
+        while True:
+            events.append(next(gen))
+    except StopIteration as stop:
+        worker = stop.value
+    assert worker == "humo-tracking"                                   # it ran in its own thread
+    assert [e.message.split(",")[0] for e in events] == ["Finding the face: frame 4 of 12",
+                                                         "Finding the face: frame 8 of 12"]
+    assert all(e.stage == "tracking" and e.message.endswith("s left") for e in events)
+
+    def cancelled(on_progress):
+        on_progress(1, 10)
+        raise Cancelled("Dubbing cancelled.")
+
+    with pytest.raises(Cancelled, match="Dubbing cancelled"):
+        list(_with_progress(cancelled, "tracking", "Finding the face", every_s=0))

@@ -105,10 +105,17 @@ class _Progress:
         self.tty = sys.stderr.isatty()
         self.open = False
         self.last_tenth = -1
+        self.stage = None
 
     def show(self, ev) -> None:
         if ev.kind == "stage" and not self.quiet:
+            if ev.stage == self.stage:        # progress within a stage: updated in place on a terminal
+                if self.tty:
+                    print(f"\r[{ev.stage}] {ev.message}", end="", file=sys.stderr, flush=True)
+                    self.open = True
+                return
             self.end()
+            self.stage = ev.stage
             print(f"[{ev.stage}] {ev.message}", file=sys.stderr, flush=True)
         elif ev.kind == "notice":
             self.end()

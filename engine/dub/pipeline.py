@@ -168,9 +168,11 @@ class Dubber:
         detector, landmarker = self.face_finder(req.model)
         t = time.monotonic()
         yield StageEvent("tracking", "Finding the face in every frame")
-        track, how = face_track(info, cache_dir=self.cache_dir, detector=detector, landmarker=landmarker,
-                                track_file=req.face_track, check_cancel=check_cancel,
-                                settings={"extra_margin": req.extra_margin, "bbox_shift": req.bbox_shift})
+        track, how = yield from _with_progress(
+            lambda on_progress: face_track(info, cache_dir=self.cache_dir, detector=detector, landmarker=landmarker,
+                                           track_file=req.face_track, check_cancel=check_cancel, on_progress=on_progress,
+                                           settings={"extra_margin": req.extra_margin, "bbox_shift": req.bbox_shift}),
+            "tracking", "Finding the face")
         for note in track.notices:
             yield NoticeEvent(note)
         if req.model == LATENTSYNC and track.landmarks is None:
@@ -322,6 +324,39 @@ def dub(request: DubRequest, weights_dir: str | Path = "weights", *, cancel: thr
         device: str | None = None, cache_dir: str | Path | None = None) -> Iterator:
     """One dubbing run on freshly loaded models (an `Engine` keeps them between runs)."""
     yield from Dubber(weights_dir, device=device, cache_dir=cache_dir).run(request, cancel)
+
+
+def _with_progress(work, stage: str, words: str, every_s: float = 1.0) -> Iterator:
+    """Run `work(on_progress)` in a worker thread; its progress (done, total) comes out as stage
+    events ("<words>: frame N of M, about T s left"), at most one per `every_s`. Returns (`yield
+    from`) what `work` returns and raises what it raises (a cancel checked inside it included)."""
+    import queue
+
+    updates: queue.Queue = queue.Queue()
+    outcome: dict = {}
+
+    def run():
+        try:
+            outcome["value"] = work(lambda done, total: updates.put((done, total)))
+        except BaseException as err:  # handed to the caller's thread below
+            outcome["error"] = err
+        finally:
+            updates.put(None)
+
+    worker = threading.Thread(target=run, name=f"humo-{stage}", daemon=True)
+    t0 = last = time.monotonic()
+    worker.start()
+    while (update := updates.get()) is not None:
+        done, total = update
+        now = time.monotonic()
+        if now - last >= every_s and 0 < done < total:
+            last = now
+            left = (now - t0) / done * (total - done)
+            yield StageEvent(stage, f"{words}: frame {done} of {total}, about {left:.0f} s left")
+    worker.join()
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["value"]
 
 
 def latentsync_region(frame_size: tuple[int, int], track, s: int = 0):
