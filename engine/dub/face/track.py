@@ -2,9 +2,10 @@
 
 Built once per video as its own stage and cached: detection runs on downscaled frames, on every
 k-th frame (a keyframe), and the boxes in between are interpolated. A finder that detects and
-places landmarks itself (insightface, LatentSync's official one) sees every full-size frame. When a frame shows two or
-more faces the largest is kept (and counted); short runs of keyframes without a face are bridged
-from the neighbouring boxes; longer runs stay faceless (those frames pass through unchanged).
+places landmarks itself (insightface, LatentSync's official one) sees every full-size frame.
+When a frame shows two or more faces the largest is kept (and counted); short runs of keyframes
+without a face are bridged from the neighbouring boxes; longer runs stay faceless (those frames
+pass through unchanged).
 A video with no face at all is one `InputError`. The track is a small JSON file: cached under
 a key made of the video's sha256, the detector and the track settings, or given by the user.
 """
