@@ -53,6 +53,9 @@ def test_two_faces_keep_the_largest_and_say_so(talk, haar, tmp_path):
     assert any("largest" in n for n in track.notices)
     # the big face is in the left half (Haar may take a false face for the largest on a keyframe or two)
     assert np.count_nonzero(track.boxes[:, 2] <= 540) >= 40
+    track.save(tmp_path / "two.json")        # a track given back still says it kept the largest face
+    given, how = face_track(info, cache_dir=None, detector=haar, track_file=tmp_path / "two.json")
+    assert how == "given" and any("largest" in n for n in given.notices)
 
 
 def test_short_gaps_are_bridged_and_long_ones_pass_through(talk, haar, tmp_path):
@@ -64,10 +67,14 @@ def test_short_gaps_are_bridged_and_long_ones_pass_through(talk, haar, tmp_path)
     long = tmp_path / "long.mp4"
     ffmpeg("-i", str(talk), "-vf", "drawbox=enable='between(n,10,39)':x=0:y=0:w=iw:h=ih:c=black:t=fill",
            "-c:v", "libx264", "-preset", "ultrafast", str(long))
-    track = build_track(probe_video(long), haar)
-    assert track.box(0) is not None and track.box(49) is not None
+    track, how = face_track(probe_video(long), cache_dir=tmp_path / "cache", detector=haar)
+    assert how == "detected" and track.box(0) is not None and track.box(49) is not None
     assert all(track.box(i) is None for i in range(15, 35))
     assert any("kept unchanged" in n for n in track.notices)
+    again, how = face_track(probe_video(long), cache_dir=tmp_path / "cache", detector=haar)
+    assert how == "cache"                    # a cached track tells the page the same about its frames
+    faceless = [n for n in again.notices if "kept unchanged" in n]
+    assert faceless and faceless == [n for n in track.notices if "kept unchanged" in n]
 
 
 def test_no_face_anywhere_is_one_clear_error(tmp_path, haar):

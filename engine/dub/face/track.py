@@ -39,6 +39,7 @@ class FaceTrack:
     detector: str                          # label of the detector that made it
     landmarks: np.ndarray | None = None    # [n, K, 2] float32 (NaN where no face): 68 (DWPose) or 106 points
     multi_face_frames: int = 0             # keyframes that showed more than one face
+    checked_frames: int = 0                # keyframes the detector looked at (0: not recorded)
     bridged_frames: int = 0                # frames whose box was bridged over a short gap
     notices: list[str] = field(default_factory=list)
 
@@ -59,12 +60,29 @@ class FaceTrack:
     def face_frames(self) -> int:
         return int(np.count_nonzero(~np.isnan(self.boxes[:, 0])))
 
+    def findings(self) -> list[str]:
+        """What the page says about this track: several faces, bridged gaps, faceless frames. Made
+        from the stored counts, so a cached or given track says the same as a fresh one."""
+        notes = []
+        if self.multi_face_frames:
+            of = f" of {self.checked_frames}" if self.checked_frames else ""
+            notes.append(f"Several faces were seen in {self.multi_face_frames}{of} checked frames: "
+                         "the largest is dubbed.")
+        if self.bridged_frames:
+            notes.append(f"Short gaps without a detected face ({self.bridged_frames} frames) were bridged "
+                         "from the neighbouring boxes.")
+        faceless = len(self) - self.face_frames
+        if faceless:
+            notes.append(f"No face in {faceless} of {len(self)} frames: those frames are kept unchanged.")
+        return notes
+
     def to_json(self) -> dict:
         def rows(a):
             return [None if np.isnan(r.flat[0]) else np.round(r, 2).tolist() for r in a]
         data = {"format": TRACK_FORMAT, "version": TRACK_VERSION, "detector": self.detector,
                 "width": self.width, "height": self.height, "frames": len(self),
-                "multi_face_frames": self.multi_face_frames, "bridged_frames": self.bridged_frames,
+                "multi_face_frames": self.multi_face_frames, "checked_frames": self.checked_frames,
+                "bridged_frames": self.bridged_frames,
                 "boxes": rows(self.boxes)}
         if self.landmarks is not None:
             data["landmarks"] = rows(self.landmarks)
@@ -104,6 +122,7 @@ def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTr
         track = FaceTrack(boxes=boxes, width=int(data["width"]), height=int(data["height"]),
                           detector=str(data.get("detector", "given track file")), landmarks=landmarks,
                           multi_face_frames=int(data.get("multi_face_frames", 0)),
+                          checked_frames=int(data.get("checked_frames", 0)),
                           bridged_frames=int(data.get("bridged_frames", 0)))
     except FileNotFoundError:
         raise InputError(f"Face track file not found: {p.name}.") from None
@@ -198,19 +217,11 @@ def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int | Non
     if (n - 1) not in keys:
         detect(last, n - 1)
     track = _fill(keys, n, max(stride, max_gap), info, finder_label(detector, landmarker))
-    track.multi_face_frames = multi
+    track.multi_face_frames, track.checked_frames = multi, len(keys)
     if track.face_frames == 0:
         raise InputError(f"No face was found anywhere in {Path(info.path).name}.",
                          hint="Use a video where the person's face is visible and facing the camera.")
-    if multi:
-        track.notices.append(f"Several faces were seen in {multi} of {len(keys)} checked frames: the largest is dubbed.")
-    if track.bridged_frames:
-        track.notices.append(f"Short gaps without a detected face ({track.bridged_frames} frames) were bridged "
-                             "from the neighbouring boxes.")
-    faceless = n - track.face_frames
-    if faceless:
-        track.notices.append(f"No face in {faceless} of {n} frames: those frames are kept unchanged.")
-    track.notices.append(f"Face detector: {track.detector}.")
+    track.notices += track.findings() + [f"Face detector: {track.detector}."]
     return track
 
 
@@ -264,7 +275,9 @@ def face_track(info: VideoInfo, *, cache_dir: str | os.PathLike | None, detector
     cached when `cache_dir` is set).
     """
     if track_file is not None:
-        return load_track(track_file, info), "given"
+        track = load_track(track_file, info)
+        track.notices += track.findings() + [f"Face track from {Path(track_file).name} ({track.detector})."]
+        return track, "given"
     name = detector.name if landmarker is None else landmarker.name
     cached = None
     if cache_dir is not None:
@@ -272,7 +285,7 @@ def face_track(info: VideoInfo, *, cache_dir: str | os.PathLike | None, detector
         if cached.is_file():
             try:
                 track = load_track(cached, info)
-                track.notices.append(f"Face track from the cache (detector: {track.detector}).")
+                track.notices += track.findings() + [f"Face track from the cache (detector: {track.detector})."]
                 return track, "cache"
             except InputError:
                 pass           # an unreadable cache entry is rebuilt below
