@@ -1,5 +1,6 @@
-"""The Dub tab's first-frame check: the face track's detectors on the first frame only, then the
-crop box and the blend mask the run would use, drawn on that frame. Everything comes from the
+"""The Dub tab's first-frame check: the face track's detectors on the first frame that shows a face
+(the very first, unless the video opens without one), then the crop box and the blend mask the run
+would use, drawn on that frame. Everything comes from the
 engine's own functions (engine.dub.face, engine.dub.blend, engine.dub.pipeline's crop box)."""
 from __future__ import annotations
 
@@ -14,6 +15,8 @@ from engine.errors import InputError
 BOX_COLOUR = (0, 255, 0)          # RGB
 MASK_COLOUR = np.array([255, 0, 160], np.float32)
 MASK_OPACITY = 0.45
+CHECK_SECONDS = 10                # how far into the video the check looks for a face
+CHECK_EVERY = 5                   # on every this-many-th frame (the face track's keyframe stride)
 
 
 @dataclass
@@ -24,52 +27,63 @@ class FirstFrameCheck:
     notices: list[str] = field(default_factory=list)
 
 
-def first_frame(info) -> np.ndarray:
-    """The video's first frame, uint8 BGR (only that frame is decoded)."""
+def first_face(info, detector, landmarker=None) -> tuple[int, np.ndarray, list]:
+    """The first frame that shows a face, looked for on every CHECK_EVERY-th frame of the video's first
+    CHECK_SECONDS: (its index, the frame as uint8 BGR, the faces `find_faces` gives on it). A video
+    that opens on a title card or an empty room still gets its check."""
+    import cv2
+
+    from engine.dub.face.track import detect_size, find_faces, full_frames
     from engine.media.video_in import read_frames
 
-    frames = read_frames(info, 1, max_frames=1)
+    limit = max(1, int(float(info.fps) * CHECK_SECONDS))
+    frames = read_frames(info, CHECK_EVERY, max_frames=limit)
+    seen = 0
     try:
-        chunk = next(iter(frames), None)
+        for chunk in frames:
+            frame = np.asarray(chunk[0])
+            # As the face track finds faces (engine.dub.face.track): on the full-size or the detection-size frame.
+            small = frame if full_frames(detector, landmarker) else cv2.resize(
+                frame, detect_size(info), interpolation=cv2.INTER_AREA)
+            found = find_faces(small, info, detector, landmarker)
+            if found:
+                return seen, frame, found
+            seen += len(chunk)
     finally:
         close = getattr(frames, "close", None)
         if close is not None:
             close()
-    if chunk is None or len(chunk) == 0:
-        raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded.")
-    return np.asarray(chunk[0])
+    name = Path(info.path).name
+    if seen == 0:
+        raise InputError(f"The video {name} has no frames that can be decoded.")
+    raise InputError(f"No face was found in the first {round(seen / float(info.fps), 1):g} s of {name}.",
+                     hint="Use a video that shows the person's face, facing the camera.")
 
 
 def check_first_frame(dubber, request) -> FirstFrameCheck:
-    """Detect the face on the first frame as the face track would, and draw the run's crop box and mask.
+    """Detect the face on the first frame that has one, as the face track would, and draw the run's crop
+    box and mask there.
     `dubber`: an engine.dub.pipeline.Dubber (its face parser is loaded here if needed)."""
-    import cv2
-
     from engine import weights
     from engine.dub.blend import paste_mask
     from engine.dub.face.parsing import FaceParser
-    from engine.dub.face.track import FaceTrack, detect_size, finder_label, find_faces, full_frames
+    from engine.dub.face.track import FaceTrack, finder_label
     from engine.dub.pipeline import _crop_box
     from engine.dub.request import LATENTSYNC, validate_dub_request
     from engine.media.video_in import probe_video
 
     req = validate_dub_request(request)
     info = probe_video(req.video)
-    frame = first_frame(info)
     notices = list(info.notices)
     detector, landmarker = dubber.face_finder(req.model)
-    # As the face track finds faces (engine.dub.face.track), on the full-size or the detection-size frame.
-    if not full_frames(detector, landmarker):
-        frame_in = cv2.resize(frame, detect_size(info), interpolation=cv2.INTER_AREA)
-    else:
-        frame_in = frame
-    found = find_faces(frame_in, info, detector, landmarker)
-    if not found:
-        raise InputError(f"No face was found in the first frame of {Path(info.path).name}.",
-                         hint="Use a video whose first frame shows the face, facing the camera.")
+    index, frame, found = first_face(info, detector, landmarker)
+    where = "the first frame"
+    if index:
+        where = f"frame {index + 1} ({index / float(info.fps):.1f} s)"
+        notices.append(f"No face in the video's first frame: the check shows {where}, the first where one was found.")
     box, points = found[0]
     if len(found) > 1:
-        notices.append(f"{len(found)} faces in the first frame: the largest is dubbed.")
+        notices.append(f"{len(found)} faces in {where}: the largest is dubbed.")
     label = finder_label(detector, landmarker)
     notices.append(f"Face detector: {label}.")
     track = FaceTrack(boxes=box[None].astype(np.float32), width=info.width, height=info.height, detector=label,
@@ -78,7 +92,7 @@ def check_first_frame(dubber, request) -> FirstFrameCheck:
         return _latentsync_check(frame, track, notices)
     crop = _crop_box(track, 0, req, info.height)
     if crop is None:
-        raise InputError("The face in the first frame is too small to dub.", hint="Use a closer shot of the face.")
+        raise InputError("The face in that frame is too small to dub.", hint="Use a closer shot of the face.")
     weights.require("musetalk-1.5", dubber.weights_dir)
     if dubber.parser is None:
         dubber.parser = FaceParser.load(dubber.models_dir, device=dubber.device)
@@ -93,7 +107,7 @@ def _latentsync_check(frame: np.ndarray, track, notices: list[str]) -> FirstFram
 
     found = latentsync_region(frame.shape[:2], track)
     if found is None:
-        raise InputError("The face in the first frame is too small to dub.", hint="Use a closer shot of the face.")
+        raise InputError("The face in that frame is too small to dub.", hint="Use a closer shot of the face.")
     if track.landmarks is None:
         notices.append(NO_LANDMARKS)
     box, alpha = found

@@ -16,8 +16,10 @@ from engine.dub.cycle import output_sources
 from engine.dub.lengths import ping_pong_frame, plan_lengths
 from engine.dub.pipeline import Dubber, _crop_box
 from engine.dub.request import DubRequest
+from engine.errors import InputError
 from engine.media.video_in import read_frames
-from tests.dub_fixtures import SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, prepared, wav_prefix
+from tests.dub_fixtures import (SPEECH_9S, SPEECH_60S, TALK_704, TALK_1080, clip, decode_all, ffmpeg, prepared,
+                               wav_prefix)
 
 
 @pytest.fixture(scope="module")
@@ -148,6 +150,8 @@ def test_prepared_avatar_speaks_from_its_cache(dubber, short704, tmp_path):
             x1, y1, x2, y2 = expanded_square(avatar.boxes[s])
             keep[max(0, y1):y2, max(0, x1):x2] = False
         assert np.array_equal(out[keep], source[s][keep])
+    with pytest.raises(InputError, match="real-time mode"):      # LatentSync has no prepared mode
+        Avatar.prepare(dubber, DubRequest(video=str(short704), audio=str(SPEECH_9S), model="latentsync-1.6"))
 
 
 def test_a_stage_reports_its_progress_and_hands_back_its_result_or_error():
@@ -179,3 +183,16 @@ def test_a_stage_reports_its_progress_and_hands_back_its_result_or_error():
 
     with pytest.raises(Cancelled, match="Dubbing cancelled"):
         list(_with_progress(cancelled, "tracking", "Finding the face", every_s=0))
+
+
+def test_first_frame_check_moves_on_to_the_first_frame_with_a_face(dubber, tmp_path):
+    from studio.dub_check import check_first_frame
+
+    late = tmp_path / "late.mp4"              # the face is hidden for the first 7 frames
+    ffmpeg("-i", str(TALK_704), "-t", "0.6", "-vf", "drawbox=enable='lt(n,7)':x=0:y=0:w=iw:h=ih:c=black:t=fill",
+           "-c:v", "libx264", "-preset", "ultrafast", str(late))
+    check = check_first_frame(dubber, DubRequest(video=str(late), audio=str(SPEECH_9S)))
+    assert any("the check shows frame 11 (0.4 s)" in n for n in check.notices), check.notices
+    frame = decode_all(late)[10]              # the picture is that frame, drawn on only around the face
+    assert np.array_equal(check.image[:64, :64], frame[:64, :64]) and frame[:64, :64].max() > 0
+

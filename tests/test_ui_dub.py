@@ -69,6 +69,7 @@ def test_check_then_run_plays_and_lands_in_gallery(env):
                            timeout=120_000)
     info = page.locator("#dub-check-info").inner_text()
     assert "Face detector" in info, info
+    page.locator("#dub-check-img").scroll_into_view_if_needed()     # the picture loads when it is in view
     page.wait_for_function("() => (document.querySelector('#dub-check-img img')?.naturalWidth || 0) > 0",
                            timeout=60_000)
     size = page.evaluate("() => { const i = document.querySelector('#dub-check-img img');"

@@ -15,7 +15,8 @@ from typing import Iterator
 import numpy as np
 
 from engine.dub.lengths import ping_pong_frame
-from engine.dub.request import DubRequest, validate_dub_request
+from engine.dub.request import LATENTSYNC, DubRequest, validate_dub_request
+from engine.errors import InputError
 
 
 class Avatar:
@@ -37,6 +38,9 @@ class Avatar:
         from engine.media.video_in import probe_video, read_frames
 
         req = validate_dub_request(request)
+        if req.model == LATENTSYNC:
+            raise InputError("A prepared avatar is MuseTalk 1.5's real-time mode; LatentSync has none.",
+                             hint="Prepare the avatar with model musetalk-1.5, or dub the video instead.")
         for _ in dubber.load():
             pass
         info = probe_video(req.video)
