@@ -6,6 +6,7 @@ from types import SimpleNamespace
 import gradio as gr
 
 from engine.dub.request import DubRequest
+from studio.form import LIPS_ORIGINAL, LIPS_VOICE
 from studio.status import status_html
 
 DUB_MODEL_CHOICES = [("MuseTalk 1.5: fast, one pass per frame", "musetalk-1.5"),
@@ -39,6 +40,16 @@ def build_dub_tab() -> SimpleNamespace:
                 with gr.Row():
                     trim_start = gr.Number(0, label="Voice start (s)", minimum=0, elem_id="dub-trim-start")
                     trim_end = gr.Number(0, label="Voice end (s, 0 = to the end)", minimum=0, elem_id="dub-trim-end")
+                with gr.Accordion("Vocal isolation", open=False, elem_id="dub-vocal-acc"):
+                    gr.Markdown("When music or noise is under the new voice, let the voice separated from it "
+                                "drive the lips.")
+                    lips = gr.Radio([LIPS_ORIGINAL, LIPS_VOICE], value=LIPS_ORIGINAL, label="Lips follow",
+                                    elem_id="dub-lips")
+                    with gr.Row():
+                        mix_background = gr.Checkbox(False, label="Keep the background (music, room) in the "
+                                                     "dubbed video", elem_id="dub-mix-bg")
+                        background_gain = gr.Slider(0, 1.5, value=1.0, step=0.05, label="Background level",
+                                                    elem_id="dub-bg-gain")
                 model = gr.Dropdown(DUB_MODEL_CHOICES, value="musetalk-1.5", label="Model", elem_id="dub-model")
                 weights_md = gr.Markdown("", elem_id="dub-weights")
                 make_tiny_btn = gr.Button("Make tiny weights", size="sm", elem_id="dub-make-tiny")
@@ -67,6 +78,8 @@ def build_dub_tab() -> SimpleNamespace:
                                                  label="When the voice is longer", elem_id="dub-audio-longer")
                     when_video_longer = gr.Radio(VIDEO_LONGER_CHOICES, value=d.when_video_longer,
                                                  label="When the video is longer", elem_id="dub-video-longer")
+                    seed = gr.Number(d.seed, label="Seed (the run's random draws: the same seed gives the same video)",
+                                     precision=0, minimum=0, elem_id="dub-seed")
                     with gr.Group(elem_id="dub-musetalk-settings") as musetalk_settings:
                         extra_margin = gr.Slider(0, 40, value=d.extra_margin, step=1,
                                                  label="Extra margin below the chin", elem_id="dub-extra-margin")
@@ -96,7 +109,7 @@ def build_dub_tab() -> SimpleNamespace:
                 result_md = gr.Markdown("", elem_id="dub-result-info")
     settings = [model, extra_margin, parsing_mode, cheek_left, cheek_right, fps_rule, when_audio_longer,
                 when_video_longer, batch_size, steps, guidance, deepcache, whisper_pad, whisper_floor, face_smoothing,
-                rounding, frame_count, whisper_windows]
+                rounding, frame_count, whisper_windows, seed, lips, mix_background, background_gain]
     inputs = [video, audio, trim_start, trim_end, *settings]
     names = {k: v for k, v in locals().items() if isinstance(v, (gr.blocks.Block, list))}
     return SimpleNamespace(**names)

@@ -17,6 +17,7 @@ import gradio as gr
 from engine.errors import InputError
 from studio import audio_tools
 from studio.config import StudioConfig
+from studio.form import LIPS_ORIGINAL, LIPS_VOICE
 from studio.jobs import ENGINE_LOCK, RunState, stream_run
 from studio.runtime import Runtime
 from studio.status import ended_status, esc, fmt_seconds, friendly, preview_sheet, status_html
@@ -26,7 +27,10 @@ log = logging.getLogger("humo.studio")
 DUB_MODEL = "musetalk-1.5"
 INPUT_NAMES = ["video", "audio", "trim_start", "trim_end", "model", "extra_margin", "parsing_mode", "cheek_left",
                "cheek_right", "fps_rule", "when_audio_longer", "when_video_longer", "batch_size", "steps", "guidance",
-               "deepcache", "whisper_pad", "whisper_floor", "face_smoothing", "rounding", "frame_count", "whisper_windows"]
+               "deepcache", "whisper_pad", "whisper_floor", "face_smoothing", "rounding", "frame_count", "whisper_windows",
+               "seed", "lips", "mix_background", "background_gain"]
+# The tab's own settings (not the engine's): the voice that drives the lips, and what the video sounds like.
+STUDIO_SETTINGS = {"lips": (LIPS_ORIGINAL, LIPS_VOICE), "mix_background": (False, True), "background_gain": (0.0, 1.5)}
 MODEL_LABELS = {"musetalk-1.5": "MuseTalk 1.5", "latentsync-1.6": "LatentSync 1.6"}
 STAGE_WORDS = {"reading": "Reading the inputs", "tracking": "Finding the face", "loading": "Loading the model",
                "encoding_audio": "Encoding the voice", "dubbing": "Dubbing", "writing": "Writing the MP4",
@@ -66,6 +70,9 @@ def dub_values_from_settings(settings: dict) -> list:
     default = DubRequest(video="v", audio="a")
     values = []
     for name in INPUT_NAMES[4:]:
+        if name in STUDIO_SETTINGS:
+            values.append(_studio_setting(name, settings.get(name)))
+            continue
         value = settings.get(name, getattr(default, name))
         try:
             checked = validate_dub_request(DubRequest(video="v", audio="a", **{name: value}))
@@ -73,6 +80,15 @@ def dub_values_from_settings(settings: dict) -> list:
         except (InputError, TypeError):
             values.append(getattr(default, name))
     return values
+
+
+def _studio_setting(name: str, value):
+    """A kept value of one of STUDIO_SETTINGS, or its default (the first) when it is not one."""
+    allowed = STUDIO_SETTINGS[name]
+    if name == "background_gain":
+        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and allowed[0] <= value <= allowed[1]
+        return float(value) if ok else 1.0
+    return value if value in allowed and type(value) is type(allowed[0]) else allowed[0]
 
 
 def dub_status(state: RunState) -> str:
@@ -163,8 +179,10 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
     def request_of(video, audio, trim_start, trim_end, model, extra_margin, parsing_mode, cheek_left, cheek_right,
                    fps_rule, when_audio_longer, when_video_longer, batch_size, steps=None, guidance=None,
                    deepcache=None, whisper_pad=None, whisper_floor=None, face_smoothing=None, rounding=None,
-                   frame_count=None, whisper_windows=None, out_path=None):
-        """The engine's DubRequest for the tab's values; the voice trimmed (and checked) first."""
+                   frame_count=None, whisper_windows=None, seed=None, lips=None, mix_background=None,
+                   background_gain=None, out_path=None):
+        """The engine's DubRequest for the tab's values; the voice trimmed (and checked) first, and
+        separated from its background when the lips follow the isolated voice."""
         from engine.dub.request import DubRequest, validate_dub_request
 
         path = video_path(video)
@@ -177,12 +195,27 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         if wave.size == 0 or float(abs(wave).max()) < audio_tools.SILENCE_PEAK:
             raise InputError("The voice is silent, so there is nothing for the lips to follow.",
                              hint="Use a clip with speech in it.")
+        lips = lips or LIPS_ORIGINAL
+        if lips not in STUDIO_SETTINGS["lips"]:
+            raise InputError(f"lips must be {LIPS_ORIGINAL!r} or {LIPS_VOICE!r}, got {lips!r}.")
+        gain = 1.0 if background_gain is None else background_gain
+        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain <= 1.5:
+            raise InputError(f"background_gain must be between 0 and 1.5, got {background_gain!r}.")
+        extras = {"lips": lips}
+        sound = None
+        if lips == LIPS_VOICE:
+            stems = audio_tools.isolate(audio, trim_start or 0, trim_end or 0, workdir, models_dir=config.weights_dir)
+            voice = stems.vocals
+            extras.update(separation=stems.method, mix_background=bool(mix_background))
+            if mix_background:
+                sound = audio_tools.mix_wav(stems, gain, workdir)
+                extras["background_gain"] = float(gain)
         d = DubRequest(video="", audio="")
         given = {"steps": steps, "guidance": guidance, "deepcache": deepcache, "whisper_pad": whisper_pad,
                  "whisper_floor": whisper_floor, "face_smoothing": face_smoothing, "rounding": rounding,
-                 "frame_count": frame_count, "whisper_windows": whisper_windows}
+                 "frame_count": frame_count, "whisper_windows": whisper_windows, "seed": seed}
         sync = {k: (getattr(d, k) if v is None or v == "" else v) for k, v in given.items()}
-        req = DubRequest(video=path, audio=voice, out_path=out_path, model=model or DUB_MODEL, **sync,
+        req = DubRequest(video=path, audio=voice, sound=sound, out_path=out_path, model=model or DUB_MODEL, **sync,
                          extra_margin=extra_margin if extra_margin is not None else 10,
                          parsing_mode=parsing_mode or "jaw",
                          cheek_left=cheek_left if cheek_left is not None else 90,
@@ -190,7 +223,7 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
                          fps_rule=fps_rule or "exact", when_audio_longer=when_audio_longer or "pingpong",
                          when_video_longer=when_video_longer or "cut", batch_size=batch_size or 8,
                          metadata={"variant": model or DUB_MODEL, "audio_source": Path(str(audio)).name,
-                                   "trim_start": trim_start or 0, "trim_end": trim_end or 0})
+                                   "trim_start": trim_start or 0, "trim_end": trim_end or 0, **extras})
         return validate_dub_request(req)
 
     def dub_check(*values, request: gr.Request = None, progress=None):
@@ -287,7 +320,8 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         except Exception as err:
             log.warning("thumbnail failed: %s", err)
             thumb = None
-        title = f"Dub: {Path(req.video).name} + {Path(req.audio).name}"
+        voice = (req.metadata or {}).get("audio_source") or Path(req.audio).name
+        title = f"Dub: {Path(req.video).name} + {voice}"
         return rt.gallery.add_result(result, thumbnail_path=thumb, title=title, move=True, owner=user)
 
     d.run_btn.click(with_named_inputs(dub, INPUT_NAMES), d.inputs,

@@ -91,6 +91,34 @@ def test_dub_runs_and_lands_in_gallery(dub_studio):
     assert dub_values["model"] == "musetalk-1.5" and dub_values["batch_size"] == 4, dub_values
 
 
+def test_lips_can_follow_the_isolated_voice_and_the_video_keep_its_music(dub_studio):
+    from engine.media.mp4_read import probe_mp4, read_mp4_audio
+    from studio.dub_tab import INPUT_NAMES
+
+    client, root = dub_studio["client"], dub_studio["root"]
+    wave, sr = sf.read(str(dub_studio["voice"]), dtype="float32")
+    music = (0.2 * np.sin(2 * np.pi * 220 * np.arange(wave.size) / sr)).astype(np.float32)
+    sf.write(str(root / "with_music.wav"), wave + music, sr)
+    status, _preview, video, _summary, _grid = client.predict(
+        video=video_arg(TALK_704), audio=handle_file(str(root / "with_music.wav")), batch_size=4, seed=7,
+        lips="Isolated voice", mix_background=True, background_gain=1.0, api_name="/dub")
+    assert "Done:" in status, status
+    path = video["video"] if isinstance(video, dict) else video
+    settings = probe_mp4(path)["metadata"]
+    assert settings["audio"].startswith("vocals-") and settings["sound"].startswith("mix-"), settings
+    assert settings["separation"] and settings["audio_source"] == "with_music.wav"
+    # The voice and the music mixed back at level 1.0 are the clip again: the tone is heard as loud as it was.
+    heard = read_mp4_audio(path, sr)[: wave.size]
+
+    def tone_level(x):
+        return np.abs(np.fft.rfft(x * np.hanning(x.size)))[int(round(220 * x.size / sr))] / x.size
+    assert tone_level(heard) == pytest.approx(tone_level((wave + music)[: heard.size]), rel=0.25)
+    entry_id = status.split("Done:")[1].split("<")[0].strip()
+    reused = client.predict(entry_id, api_name="/reuse_settings")
+    values = dict(zip(INPUT_NAMES[4:], reused[-len(INPUT_NAMES[4:]):]))
+    assert (values["lips"], values["mix_background"], values["seed"]) == ("Isolated voice", True, 7), values
+
+
 def test_dub_bad_inputs_give_one_line(dub_studio):
     root, client = dub_studio["root"], dub_studio["client"]
     voice = handle_file(str(dub_studio["voice"]))

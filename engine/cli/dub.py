@@ -13,6 +13,9 @@ def register(sub) -> None:
     p.add_argument("--video", required=True, help="the video of the person")
     p.add_argument("--audio", required=True, help="the new voice (wav, mp3, m4a, flac, ...)")
     p.add_argument("--out", required=True, help="output MP4 (written only once complete)")
+    p.add_argument("--sound", default=None, metavar="FILE",
+                   help="the sound of the dubbed video (default: --audio itself), e.g. the full mix when --audio "
+                        "is the voice isolated from it")
     p.add_argument("--model", default="musetalk-1.5",
                    help="musetalk-1.5 (fast, one pass per frame) or latentsync-1.6 (diffusion, higher quality)")
     p.add_argument("--weights", default=None, metavar="DIR", help="weights folder (default: $HUMO_WEIGHTS_DIR or 'weights')")
@@ -57,7 +60,7 @@ def build_request(args):
         bbox_shift=args.bbox_shift, extra_margin=args.extra_margin, parsing_mode=args.parsing_mode,
         cheek_left=args.cheeks[0], cheek_right=args.cheeks[1], batch_size=args.batch_size,
         when_audio_longer=args.when_audio_longer, when_video_longer=args.when_video_longer, seed=args.seed,
-        face_track=args.face_track, preview=False, steps=args.steps, guidance=args.guidance,
+        face_track=args.face_track, sound=args.sound, preview=False, steps=args.steps, guidance=args.guidance,
         deepcache=args.deepcache, whisper_pad=args.whisper_pad, whisper_floor=args.whisper_floor,
         whisper_windows=args.whisper_windows,
         face_smoothing=args.face_smoothing, rounding=args.rounding, frame_count=args.frame_count))

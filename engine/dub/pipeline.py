@@ -5,7 +5,8 @@ must be shown again) -> face boxes from the face track -> 256x256 crops -> VAE e
 with the frames' audio windows -> VAE decode -> pasted back into the full-resolution frame ->
 the MP4 writer. Frames without a face, and frames after the audio when the rest of the video is
 kept, pass through unchanged. The output keeps the source's frame rate and size; its sound is
-the new voice (plus the source's own sound under a kept rest). Nothing holds the whole video.
+the new voice, or the sound the request gives for it (plus the source's own sound under a kept
+rest). Nothing holds the whole video.
 """
 from __future__ import annotations
 
@@ -157,7 +158,7 @@ class Dubber:
         yield StageEvent("reading", "Reading the video and the voice")
         info = probe_video(req.video)
         voice = load_audio(req.audio, 16000)
-        out_sr = min(max(int(audio_info(req.audio)["sample_rate"] or 16000), 16000), MAX_OUTPUT_SR)
+        out_sr = min(max(int(audio_info(req.sound or req.audio)["sample_rate"] or 16000), 16000), MAX_OUTPUT_SR)
         out_path = _output_path(req)
         for note in info.notices:
             yield NoticeEvent(note)
@@ -170,8 +171,8 @@ class Dubber:
         yield StageEvent("tracking", "Finding the face in every frame")
         track, how = yield from _with_progress(
             lambda on_progress: face_track(info, cache_dir=self.cache_dir, detector=detector, landmarker=landmarker,
-                                           track_file=req.face_track, check_cancel=check_cancel, on_progress=on_progress,
-                                           settings={"extra_margin": req.extra_margin, "bbox_shift": req.bbox_shift}),
+                                           track_file=req.face_track, check_cancel=check_cancel,
+                                           on_progress=on_progress),
             "tracking", "Finding the face")
         for note in track.notices:
             yield NoticeEvent(note)
@@ -396,12 +397,16 @@ def _crop_box(track, s: int, req: DubRequest, height: int) -> tuple[int, int, in
 
 
 def _output_audio(req: DubRequest, plan: OutputPlan, info, sr: int, voice_16k: np.ndarray) -> np.ndarray:
-    """The new voice for the dubbed frames; under a kept rest, the source's own sound (or silence).
-    A 16 kHz voice is the one already read for the features (a view of it, not a copy)."""
+    """The new voice (or the request's `sound`) for the dubbed frames; under a kept rest, the source's
+    own sound (or silence). A 16 kHz voice is the one already read for the features (a view of it,
+    not a copy)."""
     from engine.media.audio import load_audio
     from engine.media.mp4_read import read_mp4_audio
 
-    voice = voice_16k if sr == 16000 else load_audio(req.audio, sr)
+    if req.sound:
+        voice = load_audio(req.sound, sr)
+    else:
+        voice = voice_16k if sr == 16000 else load_audio(req.audio, sr)
     dubbed = int(round(plan.n_dubbed / info.fps * sr))
     voice = voice[:dubbed] if len(voice) >= dubbed else np.pad(voice, (0, dubbed - len(voice)))
     if plan.kept_tail <= 0:

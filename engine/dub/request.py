@@ -53,6 +53,8 @@ class DubRequest:
     when_video_longer: str = "cut"       # cut: end with the audio; keep: the rest of the video with its own sound
     seed: int = 0
     face_track: str | None = None        # a track file to use instead of detecting faces
+    sound: str | None = None             # the dubbed part's sound (None: the voice itself), e.g. the voice with its
+                                         # music when the lips follow a voice isolated from it
     preview: bool = True
     metadata: dict | None = None         # extra settings to embed in the MP4
     # LatentSync 1.6 only
@@ -80,9 +82,11 @@ class DubRequest:
         other = LATENTSYNC_ONLY if self.model != LATENTSYNC else MUSETALK_ONLY
         for key in ("out_path", "preview", "metadata", *other):
             data.pop(key, None)
-        for key in ("video", "audio", "face_track"):
+        for key in ("video", "audio", "face_track", "sound"):
             if data[key]:
                 data[key] = str(data[key]).replace("\\", "/").rsplit("/", 1)[-1]
+        if not data["sound"]:
+            del data["sound"]                # the voice is the sound: nothing more to say
         return {**(self.metadata or {}), **data, "mode": "dub"}
 
 
@@ -131,6 +135,8 @@ def validate_dub_request(req: DubRequest) -> DubRequest:
         if value is None or str(value).strip() == "":
             raise InputError(f"No {name} file was given.", hint=f"Choose the {name} to use for dubbing.")
     data = req.to_dict()
+    if req.sound is not None and str(req.sound).strip() == "":
+        data["sound"] = None
     data["model"] = _choice("model", req.model, DUB_MODELS)
     data["fps_rule"] = _choice("fps_rule", req.fps_rule, FPS_RULES)
     data["parsing_mode"] = _choice("parsing_mode", req.parsing_mode, PARSING_MODES)
