@@ -22,7 +22,8 @@ FRAME_COUNT_CHOICES = [("As long as the voice (default)", "audio"), ("Official: 
 PARSING_CHOICES = [("Jaw (default): mouth and jaw, cheeks kept", "jaw"), ("Raw: the parsed face", "raw"),
                    ("Neck: face and neck", "neck")]
 FPS_CHOICES = [("Exact frame times (default)", "exact"), ("Official: int(fps)", "official")]
-AUDIO_LONGER_CHOICES = [("Ping-pong the frames", "pingpong"), ("Freeze the last frame", "freeze")]
+AUDIO_LONGER_CHOICES = [("Ping-pong the frames (official: the turning frames show twice)", "pingpong"),
+                        ("Bounce: each turning frame once", "bounce"), ("Freeze the last frame", "freeze")]
 VIDEO_LONGER_CHOICES = [("Cut at the end of the voice", "cut"), ("Keep the rest with its own sound", "keep")]
 
 

@@ -86,6 +86,13 @@ def test_longer_voice_cycles_the_frames_ping_pong(dubber, short704, tmp_path):
     for i, out in enumerate(outputs):
         keep = _outside(job, order[i], out.shape)
         assert np.array_equal(out[keep], source[order[i]][keep]), f"output {i} is not frame {order[i]}"
+    job, outputs, events = _run(dubber, video=str(short704), audio=str(voice), out_path=str(tmp_path / "b.mp4"),
+                                batch_size=4, when_audio_longer="bounce")
+    order = [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]                   # each turning frame once
+    assert any("each turning frame shown once" in getattr(e, "message", "") for e in events)
+    for i, out in enumerate(outputs):
+        keep = _outside(job, order[i], out.shape)
+        assert np.array_equal(out[keep], source[order[i]][keep]), f"output {i} is not frame {order[i]}"
 
 
 def test_freeze_holds_the_last_frame_and_keep_keeps_the_rest(dubber, short704, ten704, tmp_path):
@@ -130,6 +137,9 @@ def test_plan_lengths():
     assert plan_lengths(10, 4, "pingpong", "keep").n_out == 10
     assert plan_lengths(4, 10, "freeze", "keep").source(9) == 3
     assert not plan_lengths(4, 10, "freeze", "cut").cycles and plan_lengths(4, 10).cycles
+    bounce = plan_lengths(4, 10, "bounce")
+    assert bounce.cycles and [bounce.source(i) for i in range(10)] == [0, 1, 2, 3, 2, 1, 0, 1, 2, 3]
+    assert [plan_lengths(1, 3, "bounce").source(i) for i in range(3)] == [0, 0, 0]
 
 
 def test_prepared_avatar_speaks_from_its_cache(dubber, short704, tmp_path):

@@ -20,6 +20,9 @@ def test_defaults_and_normalisation():
                                                                 "pingpong", "cut")
     settings = DubRequest(video="/x/y/clip.mp4", audio="voice.wav", out_path="/o/out.mp4").settings()
     assert settings["video"] == "clip.mp4" and "out_path" not in settings and settings["mode"] == "dub"
+    assert "sound" not in settings                          # the voice is the sound
+    assert DubRequest(video="v", audio="a", sound="/x/mix.wav").settings()["sound"] == "mix.wav"
+    assert validate_dub_request(DubRequest(video="v", audio="a", sound=" ")).sound is None
     assert DubRequest.from_dict({**base.to_dict(), "unknown": 1}) == base
 
 
@@ -29,7 +32,7 @@ def test_defaults_and_normalisation():
     ("cheek_left", float("-inf"), "finite"), ("cheek_right", 300, "between 0"), ("seed", -3, "between 0"),
     ("seed", "abc", "whole number"), ("seed", True, "whole number"), ("model", "wav2lip", "musetalk-1.5"),
     ("fps_rule", "rounded", "exact, official"), ("parsing_mode", "mouth", "jaw, raw, neck"),
-    ("when_audio_longer", "loop", "pingpong, freeze"), ("when_video_longer", None, "cut, keep"),
+    ("when_audio_longer", "loop", "pingpong, bounce, freeze"), ("when_video_longer", None, "cut, keep"),
     ("video", "", "No video"), ("audio", None, "No audio"),
 ])
 def test_bad_values_are_refused_with_one_sentence(field, value, words):

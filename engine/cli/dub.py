@@ -27,7 +27,9 @@ def register(sub) -> None:
     p.add_argument("--cheeks", type=int, nargs=2, default=(90, 90), metavar=("L", "R"),
                    help="cheek widths kept from the source in jaw mode (default 90 90)")
     p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--when-audio-longer", default="pingpong", help="pingpong (cycle the frames) or freeze (hold the last)")
+    p.add_argument("--when-audio-longer", default="pingpong",
+                   help="pingpong (cycle the frames forward and backward, the turning frames shown twice as "
+                        "officially), bounce (each turning frame once) or freeze (hold the last)")
     p.add_argument("--when-video-longer", default="cut", help="cut (end with the voice) or keep (the rest with its own sound)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--face-track", default=None, metavar="FILE", help="use this face track file instead of detecting")

@@ -420,8 +420,9 @@ def _output_audio(req: DubRequest, plan: OutputPlan, info, sr: int, voice_16k: n
 def _length_notes(plan: OutputPlan) -> list[str]:
     notes = []
     if plan.n_dubbed > plan.n_source:
-        how = ("the frames are cycled forward and backward" if plan.when_audio_longer == "pingpong"
-               else "the last frame is held")
+        how = {"pingpong": "the frames are cycled forward and backward",
+               "bounce": "the frames are cycled forward and backward, each turning frame shown once",
+               "freeze": "the last frame is held"}[plan.when_audio_longer]
         notes.append(f"The voice is longer than the video ({plan.n_dubbed} frames for {plan.n_source}): {how}.")
     elif plan.n_source > plan.n_dubbed:
         how = ("the video is cut at the end of the voice" if plan.when_video_longer == "cut"

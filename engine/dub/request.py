@@ -15,7 +15,7 @@ DUB_MODELS = ("musetalk-1.5", "latentsync-1.6")
 LATENTSYNC = "latentsync-1.6"
 FPS_RULES = ("exact", "official")
 PARSING_MODES = ("jaw", "raw", "neck")
-WHEN_AUDIO_LONGER = ("pingpong", "freeze")
+WHEN_AUDIO_LONGER = ("pingpong", "bounce", "freeze")
 WHEN_VIDEO_LONGER = ("cut", "keep")
 BBOX_SHIFT_RANGE = (-100, 100)
 EXTRA_MARGIN_RANGE = (0, 200)
@@ -49,7 +49,8 @@ class DubRequest:
     cheek_left: int = 90
     cheek_right: int = 90
     batch_size: int = 8
-    when_audio_longer: str = "pingpong"  # pingpong: cycle the frames forward-backward (official); freeze: hold the last
+    when_audio_longer: str = "pingpong"  # pingpong: cycle the frames forward-backward, the turning frames shown twice
+                                         # (official); bounce: each shown once; freeze: hold the last
     when_video_longer: str = "cut"       # cut: end with the audio; keep: the rest of the video with its own sound
     seed: int = 0
     face_track: str | None = None        # a track file to use instead of detecting faces

@@ -27,8 +27,9 @@ functions; the dub request's own defaults are listed in the README):
 | `rounding` | `engine.dub.face.align.FaceAligner` | "truncate" / "round" | rounds the warped crop and the pasted frame to uint8 instead of truncating (about −0.5 level on average) |
 | `deepcache_interval` | `pipeline_core.Settings` | 3 / None | None runs every step in full (exact, slower); DeepCache is an approximation (about 3 % on the final latents) |
 
+The forward-backward loop that shows the turning frame twice is the default of both dubbing models
+(`when_audio_longer="pingpong"`); `"bounce"` shows each turning frame once (engine.dub.lengths).
 Kept as they are, with no option: group-norm statistics pooled over the frames of a chunk (the
-model was trained that way), the forward-backward loop that shows the turning frame twice, and
-DeepCache restarting its full-step schedule at every chunk (the official DeepCache code does the same
+model was trained that way), and DeepCache restarting its full-step schedule at every chunk (the official DeepCache code does the same
 within one video). The goldens hold for CPU float32; a GPU run draws other random numbers.
 """
