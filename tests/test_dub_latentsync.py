@@ -198,3 +198,26 @@ def test_overlapping_windows_cover_every_row_once_and_smooth_the_30s_boundary(go
         steps = (f[1:] - f[:-1]).norm(dim=(1, 2))
         return float(steps[r - 1] / steps[1200:1800].median())
     assert jump(a, 1500) > 2 * jump(b, 1500)                     # the official cut at 30 s, gone with overlap
+
+
+def test_one_dubbing_model_is_held_at_a_time(musetalk_weights, latentsync_weights, tmp_path):
+    import gc
+    import shutil
+    import weakref
+
+    both = tmp_path / "both"
+    for src in (musetalk_weights, latentsync_weights):
+        shutil.copytree(src, both, dirs_exist_ok=True)
+    dubber = Dubber(both, device="cpu", cache_dir=tmp_path / "tracks")
+    list(dubber.load("musetalk-1.5"))
+    musetalk, parser = weakref.ref(dubber.model), weakref.ref(dubber.parser)
+    events = list(dubber.load("latentsync-1.6"))
+    assert any("LatentSync" in e.message for e in events) and dubber.latentsync is not None
+    gc.collect()
+    assert dubber.model is None and musetalk() is None and parser() is None     # nothing else holds them
+    latentsync = weakref.ref(dubber.latentsync)
+    list(dubber.load("musetalk-1.5"))
+    gc.collect()
+    assert dubber.model is not None and dubber.latentsync is None and latentsync() is None
+    dubber.unload()
+    assert (dubber.model, dubber.parser, dubber.latentsync) == (None, None, None)

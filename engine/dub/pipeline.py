@@ -86,12 +86,14 @@ class Dubber:
         return self.weights_dir / model
 
     def load(self, model: str = "musetalk-1.5") -> Iterator[StageEvent]:
-        """Load what is not loaded yet (events say what); the weights must be complete."""
+        """Load what is not loaded yet (events say what); the weights must be complete. The other
+        dubbing model's networks are freed first: one is held at a time."""
         from engine import weights
         from engine.dub.face.parsing import FaceParser
         from engine.dub.musetalk import MuseTalk
 
         self._load_detectors()
+        self.unload(keep=model)
         if model == LATENTSYNC:
             if self.latentsync is None:
                 from engine.dub.latentsync.model import LatentSync
@@ -107,6 +109,26 @@ class Dubber:
         self.model = MuseTalk.load(self.models_dir, device=self.device, dtype=self.dtype)
         yield StageEvent("loading", "Loading the face parser (BiSeNet)")
         self.parser = FaceParser.load(self.models_dir, device=self.device)
+
+    def unload(self, keep: str | None = None) -> None:
+        """Free the dubbing networks, all of them or all but `keep`'s (the face detectors stay: small,
+        and on the CPU)."""
+        import gc
+
+        import torch
+
+        freed = False
+        if keep != LATENTSYNC and self.latentsync is not None:
+            self.latentsync, freed = None, True
+        if keep == LATENTSYNC or keep is None:
+            if self.model is not None or self.parser is not None:
+                self.model = self.parser = None
+                self._masks, self._mask_bytes = {}, 0
+                freed = True
+        if freed:
+            gc.collect()
+            if torch.cuda.is_available():
+                torch.cuda.empty_cache()
 
     def _load_detectors(self) -> None:
         from engine.dub.face.detect import DWPoseLandmarks, HaarDetector

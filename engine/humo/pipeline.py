@@ -71,6 +71,8 @@ class Engine:
         self._cancel.set()
 
     def unload(self) -> None:
+        if self._dubber is not None:
+            self._dubber.unload()
         if self._placement is not None:
             self._placement.release()
         self.plan, self._placement = None, None
@@ -101,6 +103,8 @@ class Engine:
         missing = [part for part in PARTS if part.name not in self.parts]
         if not missing:
             return
+        if self._dubber is not None and str(self.device).startswith("cuda"):
+            self._dubber.unload()           # the memory plan counts on the GPU memory they hold
         paths = weights.locate(v, self.weights_dir)
         for part in missing:
             yield StageEvent("loading", f"Loading {part.name} weights of {v.label}")
