@@ -206,3 +206,14 @@ def test_first_frame_check_moves_on_to_the_first_frame_with_a_face(dubber, tmp_p
     frame = decode_all(late)[10]              # the picture is that frame, drawn on only around the face
     assert np.array_equal(check.image[:64, :64], frame[:64, :64]) and frame[:64, :64].max() > 0
 
+
+
+def test_a_refused_run_leaves_no_temporary_folder(dubber, tmp_path, monkeypatch):
+    import tempfile
+
+    blank = tmp_path / "wall.mp4"
+    ffmpeg("-f", "lavfi", "-i", "testsrc=r=25:s=320x240", "-frames:v", "10", "-c:v", "libx264", str(blank))
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    with pytest.raises(InputError, match="No face was found"):
+        list(dubber.run(DubRequest(video=str(blank), audio=str(SPEECH_9S))))
+    assert not list(tmp_path.glob("humo-dub-out-*"))

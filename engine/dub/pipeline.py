@@ -181,7 +181,7 @@ class Dubber:
         info = probe_video(req.video)
         voice = load_audio(req.audio, 16000)
         out_sr = min(max(int(audio_info(req.sound or req.audio)["sample_rate"] or 16000), 16000), MAX_OUTPUT_SR)
-        out_path = _output_path(req)
+        out_path = _output_path(req)         # checked now, before minutes of work
         for note in info.notices:
             yield NoticeEvent(note)
         check_cancel()
@@ -225,6 +225,8 @@ class Dubber:
         settings = {**req.settings(), "fps": str(info.fps), "width": info.width, "height": info.height,
                     "frames": plan.n_out, "dubbed_frames": plan.n_dubbed, "face_detector": track.detector,
                     "face_track_source": how, "weights": "tiny (random)" if _is_tiny(self.model_dir(req.model)) else "released"}
+        if out_path is None:                 # a temporary file, made only once the job is ready to write
+            out_path = Path(tempfile.mkdtemp(prefix="humo-dub-out-")) / "dubbed.mp4"
         return DubJob(req, info, track, plan, features, len(voice), out_path, audio, out_sr, settings, timings)
 
     def output_frames(self, job: "DubJob", check_cancel=lambda: None) -> Iterator[tuple[list[int], list[np.ndarray]]]:
@@ -453,9 +455,10 @@ def _length_notes(plan: OutputPlan) -> list[str]:
     return notes
 
 
-def _output_path(req: DubRequest) -> Path:
+def _output_path(req: DubRequest) -> Path | None:
+    """The checked output path (None: the run writes a temporary file)."""
     if req.out_path is None:
-        return Path(tempfile.mkdtemp(prefix="humo-dub-out-")) / "dubbed.mp4"
+        return None
     path = Path(req.out_path)
     if path.is_dir():
         raise InputError(f"The output path {path.name} is a folder; give a file name ending in .mp4.")
