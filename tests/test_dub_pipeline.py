@@ -194,6 +194,22 @@ def test_a_stage_reports_its_progress_and_hands_back_its_result_or_error():
     with pytest.raises(Cancelled, match="Dubbing cancelled"):
         list(_with_progress(cancelled, "tracking", "Finding the face", every_s=0))
 
+    ended = threading.Event()
+
+    def endless(on_progress):                  # works until told otherwise
+        try:
+            done = 0
+            while True:
+                done += 1
+                on_progress(done, 10**9)
+        finally:
+            ended.set()
+
+    gen = _with_progress(endless, "tracking", "Finding the face", every_s=0)
+    next(gen)
+    gen.close()                                # the caller went away without a cancel
+    assert ended.wait(30), "the worker should stop at its next report"
+
 
 def test_first_frame_check_moves_on_to_the_first_frame_with_a_face(dubber, tmp_path):
     from studio.dub_check import check_first_frame
