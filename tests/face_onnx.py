@@ -87,3 +87,42 @@ def points_grid() -> np.ndarray:
     t = np.linspace(-0.8, 0.8, 11)
     grid = np.stack(np.meshgrid(t, t), -1).reshape(-1, 2)
     return grid[:106].astype(np.float32)
+
+
+DWPOSE_INPUT = (288, 384)            # (w, h) of dw-ll_ucoco_384
+DWPOSE_POINTS = 133
+
+
+def write_dwpose(path: Path, face_bins: np.ndarray | None = None, peak: float = 10.0) -> Path:
+    """An ONNX file in DWPose's layout (input [1, 3, 384, 288]; SimCC outputs [1, 133, 576] and
+    [1, 133, 768]). With `face_bins` ([68, 2] SimCC bins, x then y): every face point's vectors are
+    `peak` at its bins and 0 elsewhere, whatever the input. Without: each point's x vector is the
+    input's column sums (each column twice, for the two bins per pixel) and its y vector the row
+    sums, so the points sit on the brightest column and row of what the model was fed."""
+    w, h = DWPOSE_INPUT
+    nodes, inits = [], []
+    if face_bins is not None:
+        inits.append(numpy_helper.from_array(np.array(0, np.float32), "zero"))
+        zero = _zero_of_input(nodes, "input")
+        for name, axis, bins in (("simcc_x", 0, 2 * w), ("simcc_y", 1, 2 * h)):
+            table = np.zeros((1, DWPOSE_POINTS, bins), np.float32)
+            table[0, 23 + np.arange(68), np.asarray(face_bins)[:, axis]] = peak
+            inits.append(numpy_helper.from_array(table, f"{name}_c"))
+            nodes.append(helper.make_node("Add", [f"{name}_c", zero], [name]))
+    else:
+        nodes.append(helper.make_node("ReduceMean", ["input"], ["grey"], axes=[1], keepdims=1))
+        inits += [numpy_helper.from_array(np.array([2], np.int64), "rows"),
+                  numpy_helper.from_array(np.array([3], np.int64), "cols"),
+                  numpy_helper.from_array(np.array([3], np.int64), "last")]
+        for name, axis, n in (("simcc_x", "rows", w), ("simcc_y", "cols", h)):
+            inits += [numpy_helper.from_array(np.array([1, 1, 2 * n], np.int64), f"{name}_flat"),
+                      numpy_helper.from_array(np.array([1, DWPOSE_POINTS, 2 * n], np.int64), f"{name}_all")]
+            nodes += [helper.make_node("ReduceSum", ["grey", axis], [f"{name}_sum"], keepdims=0),
+                      helper.make_node("Unsqueeze", [f"{name}_sum", "last"], [f"{name}_u"]),
+                      helper.make_node("Concat", [f"{name}_u", f"{name}_u"], [f"{name}_twice"], axis=3),
+                      helper.make_node("Reshape", [f"{name}_twice", f"{name}_flat"], [f"{name}_bins"]),
+                      helper.make_node("Expand", [f"{name}_bins", f"{name}_all"], [name])]
+    inputs = [helper.make_tensor_value_info("input", TensorProto.FLOAT, [1, 3, h, w])]
+    outputs = [helper.make_tensor_value_info("simcc_x", TensorProto.FLOAT, [1, DWPOSE_POINTS, 2 * w]),
+               helper.make_tensor_value_info("simcc_y", TensorProto.FLOAT, [1, DWPOSE_POINTS, 2 * h])]
+    return _save(path, nodes, inputs, outputs, inits)

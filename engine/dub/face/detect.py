@@ -3,7 +3,10 @@
 `HaarDetector` uses the frontal-face cascade that ships inside the OpenCV package: always there,
 no download, the offline fallback (every result says so). `DWPoseLandmarks` adds the 68 face
 landmarks MuseTalk's box is built from, running the DWPose whole-body ONNX file through
-onnxruntime (no mmcv/mmpose) when that file is in the weights folder.
+onnxruntime (no mmcv/mmpose) when that file is in the weights folder, as MuseTalk's preprocessing
+runs it through mmpose: on every frame, the whole frame as the person box (padded by 1.25 and
+widened or heightened to the model's 3:4), the prediction averaged with that of the mirrored
+frame (the config's flip test), and each point at the peak of its SimCC vectors.
 """
 from __future__ import annotations
 
@@ -17,6 +20,15 @@ DWPOSE_FILE = "dwpose/dw-ll_ucoco_384.onnx"
 HAAR_LABEL = "OpenCV Haar cascade (offline fallback)"
 DWPOSE_LABEL = "DWPose landmarks (ONNX) + OpenCV Haar cascade boxes"
 FACE_POINTS = slice(23, 91)          # the 68 face points among DWPose's 133 whole-body points
+BOX_PADDING = 1.25                   # mmpose's person box padding
+SIMCC_SPLIT = 2.0                    # SimCC bins per input pixel
+# The mirror partner of each of the 68 face points (iBUG order, as COCO-WholeBody's flip pairs give them).
+_MIRROR_PAIRS = ([(i, 16 - i) for i in range(8)] + [(17 + i, 26 - i) for i in range(5)]
+                 + [(31, 35), (32, 34), (36, 45), (37, 44), (38, 43), (39, 42), (40, 47), (41, 46), (48, 54),
+                    (49, 53), (50, 52), (55, 59), (56, 58), (60, 64), (61, 63), (65, 67)])
+FACE_MIRROR = np.arange(68)
+for _a, _b in _MIRROR_PAIRS:
+    FACE_MIRROR[_a], FACE_MIRROR[_b] = _b, _a
 VOTE_SHARE = 0.2
 _MEAN = np.array([123.675, 116.28, 103.53], np.float32)
 _STD = np.array([58.395, 57.12, 57.375], np.float32)
@@ -63,10 +75,11 @@ class HaarDetector:
 
 
 class DWPoseLandmarks:
-    """68 face landmarks from DWPose's whole-body model (SimCC heads), top-down around a face box."""
+    """68 face landmarks from DWPose's whole-body model (SimCC heads), as MuseTalk's preprocessing gets them."""
 
     name = "dwpose"
     label = DWPOSE_LABEL
+    stride = 1                 # the official preprocessing places the landmarks on every frame
 
     def __init__(self, onnx_path: str | Path):
         import onnxruntime as ort
@@ -88,28 +101,32 @@ class DWPoseLandmarks:
         path = Path(weights_dir) / "musetalk-1.5" / DWPOSE_FILE
         return DWPoseLandmarks(path) if path.is_file() else None
 
-    def landmarks(self, frame_bgr: np.ndarray, face_box: np.ndarray) -> np.ndarray:
-        """[68, 2] float32 face points in frame pixels, for the person around `face_box`."""
+    def landmarks(self, frame_bgr: np.ndarray, face_box: np.ndarray | None = None) -> np.ndarray:
+        """[68, 2] float32 face points in frame pixels. The whole frame is the person box, as in the
+        official preprocessing (`face_box`, the detector's, is not used)."""
         import cv2
 
-        x1, y1, x2, y2 = [float(v) for v in face_box]
-        # The model is top-down over a person box: take a generous region around the face.
-        cx, cy = (x1 + x2) / 2, (y1 + y2) / 2
-        bw, bh = (x2 - x1) * 2.0, (y2 - y1) * 2.0
+        h, w = frame_bgr.shape[:2]
+        centre = np.array([w / 2, h / 2], np.float32)
+        size = np.array([w, h], np.float32) * BOX_PADDING
         aspect = self._w / self._h
-        if bw > bh * aspect:
-            bh = bw / aspect
+        if size[0] > size[1] * aspect:
+            size[1] = size[0] / aspect
         else:
-            bw = bh * aspect
-        bw, bh = bw * 1.25, bh * 1.25
-        sx, sy = self._w / bw, self._h / bh
-        warp = np.array([[sx, 0, self._w / 2 - cx * sx], [0, sy, self._h / 2 - cy * sy]], np.float32)
+            size[0] = size[1] * aspect
+        scale = self._w / size[0]
+        warp = np.array([[scale, 0, self._w / 2 - centre[0] * scale],
+                         [0, scale, self._h / 2 - centre[1] * scale]], np.float32)
         crop = cv2.warpAffine(frame_bgr, warp, (self._w, self._h), flags=cv2.INTER_LINEAR)
-        x = (crop[:, :, ::-1].astype(np.float32) - _MEAN) / _STD
-        simcc_x, simcc_y = self._session.run(None, {self._input: x.transpose(2, 0, 1)[None]})[:2]
-        split_x = simcc_x.shape[-1] / self._w
-        split_y = simcc_y.shape[-1] / self._h
-        px = simcc_x[0].argmax(-1) / split_x
-        py = simcc_y[0].argmax(-1) / split_y
-        pts = np.stack([(px - warp[0, 2]) / sx, (py - warp[1, 2]) / sy], -1).astype(np.float32)
-        return pts[FACE_POINTS]
+        x = ((crop[:, :, ::-1].astype(np.float32) - _MEAN) / _STD).transpose(2, 0, 1)[None]
+        simcc_x, simcc_y = self._session.run(None, {self._input: x})[:2]
+        flip_x, flip_y = self._session.run(None, {self._input: np.ascontiguousarray(x[..., ::-1])})[:2]
+        # Flip test: the mirrored frame's vectors, each point taken from its mirror partner and the x
+        # vectors reversed, averaged with the frame's own.
+        vx = (simcc_x[0, FACE_POINTS] + flip_x[0, FACE_POINTS][FACE_MIRROR, ::-1]) * 0.5
+        vy = (simcc_y[0, FACE_POINTS] + flip_y[0, FACE_POINTS][FACE_MIRROR]) * 0.5
+        bins = np.stack([vx.argmax(-1), vy.argmax(-1)], -1).astype(np.float32)
+        peak = np.minimum(vx.max(-1), vy.max(-1))
+        bins[peak <= 0] = -1                 # no peak above zero: mmpose's "not found" location
+        points = bins / SIMCC_SPLIT / np.array([self._w, self._h], np.float32) * size + centre - 0.5 * size
+        return points.astype(np.float32)

@@ -25,7 +25,7 @@ from engine.media.files import atomic_write
 from engine.media.video_in import VideoInfo, read_frames
 
 TRACK_FORMAT = "humo-face-track"
-TRACK_VERSION = 1
+TRACK_VERSION = 2        # 2: DWPose landmarks as the official preprocessing places them
 DETECT_SIDE = 480        # detection sees frames whose longer side is at most this many pixels
 STRIDE = 5               # detect on every STRIDE-th frame, interpolate between
 MAX_GAP = 15             # keyframes with a face at most this many frames apart are bridged
@@ -187,9 +187,9 @@ def find_faces(frame: np.ndarray, info: VideoInfo, detector, landmarker=None) ->
 def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int | None = None, max_gap: int = MAX_GAP,
                 batch: int = 16, check_cancel: Callable[[], None] | None = None,
                 on_progress: Callable[[int, int], None] | None = None) -> FaceTrack:
-    """Detect on every `stride`-th frame (the detector's own stride, else STRIDE) and the last,
+    """Detect on every `stride`-th frame (the landmark model's or detector's own stride, else STRIDE) and the last,
     then interpolate and bridge (see module doc)."""
-    stride = stride or getattr(detector, "stride", STRIDE)
+    stride = stride or getattr(landmarker, "stride", None) or getattr(detector, "stride", STRIDE)
     keys: dict[int, tuple[np.ndarray | None, np.ndarray | None]] = {}
     multi = 0
     n = 0
