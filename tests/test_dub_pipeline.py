@@ -233,3 +233,28 @@ def test_a_refused_run_leaves_no_temporary_folder(dubber, tmp_path, monkeypatch)
     with pytest.raises(InputError, match="No face was found"):
         list(dubber.run(DubRequest(video=str(blank), audio=str(SPEECH_9S))))
     assert not list(tmp_path.glob("humo-dub-out-*"))
+
+
+def test_a_29_97_fps_video_keeps_its_rate_and_a_kept_rest_its_own_sound(dubber, tmp_path):
+    from fractions import Fraction
+
+    from engine.media.mp4_read import read_mp4_audio
+    from engine.media.video_in import probe_video
+
+    src = tmp_path / "ntsc.mp4"               # 0.6 s at 30000/1001 fps, sounding a 440 Hz tone
+    ffmpeg("-i", str(TALK_704), "-f", "lavfi", "-i", "sine=frequency=440:sample_rate=44100", "-t", "0.6",
+           "-vf", "fps=30000/1001", "-map", "0:v", "-map", "1:a", "-c:v", "libx264", "-preset", "ultrafast",
+           "-c:a", "aac", str(src))
+    voice = wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.3)
+    out = tmp_path / "o.mp4"
+    events = list(dubber.run(DubRequest(video=str(src), audio=str(voice), out_path=str(out), batch_size=4,
+                                        when_video_longer="keep")))
+    result = events[-1]
+    source, made = probe_video(src), probe_video(out)
+    assert made.fps == Fraction(30000, 1001) and made.frames == source.frames == result.frames
+    dubbed_s = 9 / made.fps                   # 0.3 s of voice at 29.97 fps: 9 dubbed frames
+    sr = 16000
+    tail = read_mp4_audio(out, sr)[int((float(dubbed_s) + 0.05) * sr):]
+    assert tail.size > 0.15 * sr
+    spectrum = np.abs(np.fft.rfft(tail * np.hanning(tail.size)))
+    assert abs(np.argmax(spectrum) * sr / tail.size - 440) < 15, "the kept rest should sound as the source did"
