@@ -221,3 +221,27 @@ def test_one_dubbing_model_is_held_at_a_time(musetalk_weights, latentsync_weight
     assert dubber.model is not None and dubber.latentsync is None and latentsync() is None
     dubber.unload()
     assert (dubber.model, dubber.parser, dubber.latentsync) == (None, None, None)
+
+
+def test_a_cancel_stops_inside_a_chunk_and_writes_nothing(dubber, tmp_path):
+    import threading
+    import traceback
+
+    from engine.errors import Cancelled
+
+    voice = wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.72)       # one chunk of 16 frames, then 2
+    out = tmp_path / "o.mp4"
+    cancel = threading.Event()
+    request = DubRequest(video=str(TALK_704), audio=str(voice), out_path=str(out), model="latentsync-1.6", steps=3,
+                         when_audio_longer="freeze", when_video_longer="keep")
+    list(dubber.load("latentsync-1.6"))
+    # The first UNet pass asks for the cancel: the run must stop at the end of that step, inside the chunk.
+    hook = dubber.latentsync.unet.register_forward_hook(lambda *_: cancel.set())
+    try:
+        with pytest.raises(Cancelled) as err:
+            list(dubber.run(request, cancel=cancel))
+    finally:
+        hook.remove()
+    stack = [frame.name for frame in traceback.extract_tb(err.value.__traceback__)]
+    assert "_sync_chunk" in stack and stack[-1] == "check_cancel", stack[-6:]
+    assert not out.exists() and list(tmp_path.iterdir()) == [tmp_path / "voice.wav"]
