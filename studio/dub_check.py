@@ -1,7 +1,7 @@
 """The Dub tab's first-frame check: the face track's detectors on the first frame that shows a face
 (the very first, unless the video opens without one), then the crop box and the blend mask the run
-would use, drawn on that frame. Everything comes from the
-engine's own functions (engine.dub.face, engine.dub.blend, engine.dub.pipeline's crop box)."""
+would use, drawn on that frame. Everything comes from the engine's own functions (engine.dub.face,
+engine.dub.blend, engine.dub.pipeline's crop box)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field

@@ -30,7 +30,7 @@ INPUT_NAMES = ["video", "audio", "trim_start", "trim_end", "model", "extra_margi
                "deepcache", "whisper_pad", "whisper_floor", "face_smoothing", "rounding", "frame_count", "whisper_windows",
                "seed", "lips", "mix_background", "background_gain"]
 # The tab's own settings (not the engine's): the voice that drives the lips, and what the video sounds like.
-STUDIO_SETTINGS = {"lips": (LIPS_ORIGINAL, LIPS_VOICE), "mix_background": (False, True), "background_gain": (0.0, 1.5)}
+STUDIO_SETTINGS = {"lips": (LIPS_ORIGINAL, LIPS_VOICE), "mix_background": (False, True), "background_gain": None}
 MODEL_LABELS = {"musetalk-1.5": "MuseTalk 1.5", "latentsync-1.6": "LatentSync 1.6"}
 STAGE_WORDS = {"reading": "Reading the inputs", "tracking": "Finding the face", "loading": "Loading the model",
                "encoding_audio": "Encoding the voice", "dubbing": "Dubbing", "writing": "Writing the MP4",
@@ -84,10 +84,14 @@ def dub_values_from_settings(settings: dict) -> list:
 
 def _studio_setting(name: str, value):
     """A kept value of one of STUDIO_SETTINGS, or its default (the first) when it is not one."""
+    from engine.request import MAX_BACKGROUND_GAIN, check_number
+
     allowed = STUDIO_SETTINGS[name]
     if name == "background_gain":
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and allowed[0] <= value <= allowed[1]
-        return float(value) if ok else 1.0
+        try:
+            return float(check_number("Background level", value, 0, MAX_BACKGROUND_GAIN))
+        except InputError:
+            return 1.0
     return value if value in allowed and type(value) is type(allowed[0]) else allowed[0]
 
 
@@ -180,10 +184,12 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
                    fps_rule, when_audio_longer, when_video_longer, batch_size, steps=None, guidance=None,
                    deepcache=None, whisper_pad=None, whisper_floor=None, face_smoothing=None, rounding=None,
                    frame_count=None, whisper_windows=None, seed=None, lips=None, mix_background=None,
-                   background_gain=None, out_path=None):
+                   background_gain=None, out_path=None, separate=True):
         """The engine's DubRequest for the tab's values; the voice trimmed (and checked) first, and
-        separated from its background when the lips follow the isolated voice."""
+        separated from its background when the lips follow the isolated voice (unless not `separate`:
+        the first-frame check does not need it)."""
         from engine.dub.request import DubRequest, validate_dub_request
+        from engine.request import MAX_BACKGROUND_GAIN, check_number
 
         path = video_path(video)
         if not path:
@@ -198,12 +204,11 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         lips = lips or LIPS_ORIGINAL
         if lips not in STUDIO_SETTINGS["lips"]:
             raise InputError(f"lips must be {LIPS_ORIGINAL!r} or {LIPS_VOICE!r}, got {lips!r}.")
-        gain = 1.0 if background_gain is None else background_gain
-        if isinstance(gain, bool) or not isinstance(gain, (int, float)) or not 0 <= gain <= 1.5:
-            raise InputError(f"background_gain must be between 0 and 1.5, got {background_gain!r}.")
+        gain = check_number("Background level", 1.0 if background_gain is None else background_gain, 0,
+                            MAX_BACKGROUND_GAIN)
         extras = {"lips": lips}
         sound = None
-        if lips == LIPS_VOICE:
+        if lips == LIPS_VOICE and separate:
             stems = audio_tools.isolate(audio, trim_start or 0, trim_end or 0, workdir, models_dir=config.weights_dir)
             voice = stems.vocals
             extras.update(separation=stems.method, mix_background=bool(mix_background))
@@ -231,7 +236,7 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         mask the run would use drawn on it, and notes (detector in use, several faces). Returns (image, text)."""
         from studio.dub_check import check_first_frame
         try:
-            req = request_of(*values)
+            req = request_of(*values, separate=False)
             with ENGINE_LOCK:
                 eng = rt.engine(rt.options)
                 found = check_first_frame(eng.dubber, req)

@@ -4,9 +4,8 @@ There is one dubbed output per audio window. When the audio is longer than the v
 frames are cycled ping-pong (0, 1, ..., n-1, n-1, ..., 1, 0, 0, 1, ..., the order of
 `engine.dub.cycle`, as the official code does: the turning frames show twice, a visible stall),
 bounced (0, 1, ..., n-1, n-2, ..., 1, 0, 1, ...: each turning frame once) or the last frame is held
-("freeze"). When the
-video is longer, it is cut at the end of the audio ("cut") or its remaining frames follow
-unchanged with their own sound ("keep"). Torch-free.
+("freeze"). When the video is longer, it is cut at the end of the audio ("cut") or its remaining
+frames follow unchanged with their own sound ("keep"). Torch-free.
 """
 from __future__ import annotations
 

@@ -30,6 +30,6 @@ functions; the dub request's own defaults are listed in the README):
 The forward-backward loop that shows the turning frame twice is the default of both dubbing models
 (`when_audio_longer="pingpong"`); `"bounce"` shows each turning frame once (engine.dub.lengths).
 Kept as they are, with no option: group-norm statistics pooled over the frames of a chunk (the
-model was trained that way), and DeepCache restarting its full-step schedule at every chunk (the official DeepCache code does the same
-within one video). The goldens hold for CPU float32; a GPU run draws other random numbers.
+model was trained that way), and DeepCache restarting its full-step schedule at every chunk (the
+official DeepCache code does the same within one video). The goldens hold for CPU float32; a GPU run draws other random numbers.
 """
