@@ -132,6 +132,22 @@ def test_frames_without_a_face_pass_through(dubber, short704, tmp_path):
         assert not np.array_equal(outputs[i], source[i])
 
 
+def test_a_given_track_two_frames_short_keeps_the_last_frames(dubber, short704, tmp_path):
+    track = {"format": "humo-face-track", "version": 1, "detector": "given", "width": 704, "height": 1216,
+             "frames": 2, "boxes": [[190, 260, 440, 510], [200, 266, 430, 500]]}
+    path = tmp_path / "track.json"
+    path.write_text(json.dumps(track))
+    voice = wav_prefix(SPEECH_9S, tmp_path / "voice.wav", 0.2)
+    job, outputs, events = _run(dubber, video=str(short704), audio=str(voice), out_path=str(tmp_path / "o.mp4"),
+                                batch_size=5, face_track=str(path), when_audio_longer="freeze")
+    source = decode_all(short704, "bgr24")
+    assert len(source) == 4 and job.plan.n_source == 4 and len(outputs) == 5
+    for i in (2, 3, 4):                                # no track rows: the source's own frames, in place
+        assert np.array_equal(outputs[i], source[min(i, 3)])
+    assert not np.array_equal(outputs[0], source[0])
+    assert any("the last 2 are kept unchanged" in getattr(e, "message", "") for e in events)
+
+
 def test_plan_lengths():
     assert plan_lengths(10, 4, "pingpong", "cut").n_out == 4
     assert plan_lengths(10, 4, "pingpong", "keep").n_out == 10

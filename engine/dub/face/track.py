@@ -56,6 +56,20 @@ class FaceTrack:
             return None
         return self.landmarks[i]
 
+    def fit(self, frames: int) -> str | None:
+        """Make the track `frames` long (a given file may be a frame or two off the video's count):
+        extra rows are dropped, missing ones have no face (those frames are kept unchanged)."""
+        n = len(self)
+        if n == frames:
+            return None
+        self.boxes = _fit_rows(self.boxes, frames)
+        if self.landmarks is not None:
+            self.landmarks = _fit_rows(self.landmarks, frames)
+        if n < frames:
+            return (f"The face track has {n} frames and the video {frames}: "
+                    f"the last {frames - n} are kept unchanged.")
+        return f"The face track has {n} frames and the video {frames}: its last {n - frames} are not used."
+
     @property
     def face_frames(self) -> int:
         return int(np.count_nonzero(~np.isnan(self.boxes[:, 0])))
@@ -95,6 +109,12 @@ class FaceTrack:
         with atomic_write(path, what="the face track", suffix=".json") as tmp:
             tmp.write_text(json.dumps(self.to_json(), separators=(",", ":")), encoding="utf-8")
         return path
+
+
+def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
+    if len(a) >= n:
+        return a[:n].copy()
+    return np.concatenate([a, np.full((n - len(a), *a.shape[1:]), np.nan, a.dtype)])
 
 
 def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTrack:
@@ -276,7 +296,10 @@ def face_track(info: VideoInfo, *, cache_dir: str | os.PathLike | None, detector
     """
     if track_file is not None:
         track = load_track(track_file, info)
+        fitted = track.fit(info.frames)
         track.notices += track.findings() + [f"Face track from {Path(track_file).name} ({track.detector})."]
+        if fitted:
+            track.notices.append(fitted)
         return track, "given"
     name = detector.name if landmarker is None else landmarker.name
     cached = None
