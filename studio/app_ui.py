@@ -36,6 +36,7 @@ from studio.gallery_ui import wire_gallery
 from studio.generation import make_generate
 from studio.layout import ABOUT_MD, CSS, build_layout
 from studio.runtime import EngineOptions, Runtime
+from studio.stems import isolate_handler
 from studio.status import friendly, status_html
 
 __all__ = ["ABOUT_MD", "CSS", "FORM_KEYS", "build_app"]
@@ -197,21 +198,7 @@ def wire_inputs(ui, rt: Runtime, config: StudioConfig) -> None:
     ui.audio.change(on_audio, ui.audio, [ui.audio_md, ui.vocals_out, ui.background_out, ui.method_md],
                     api_name="describe_audio")
 
-    def isolate_voice(path, t0, t1):
-        """Separate the voice from music/noise; returns (voice, background, method note)."""
-        if not path:
-            gr.Warning("Add a voice clip first (upload or record).")
-            return None, None, "**Problem:** add a voice clip first."
-        try:
-            stems = audio_tools.isolate(path, t0, t1, rt.prepare_workdir("Cannot separate the voice"),
-                                        models_dir=config.weights_dir)
-        except Exception as err:
-            msg = friendly(err)
-            gr.Warning(msg)
-            return None, None, f"**Problem:** {msg}"
-        return stems.vocals, stems.background, f"**Method: {stems.method}.** {stems.note}"
-
-    ui.isolate_btn.click(isolate_voice, [ui.audio, ui.trim_start, ui.trim_end],
+    ui.isolate_btn.click(isolate_handler(rt, config), [ui.audio, ui.trim_start, ui.trim_end],
                          [ui.vocals_out, ui.background_out, ui.method_md], api_name="isolate_voice",
                          concurrency_limit=2)
 

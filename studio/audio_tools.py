@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
+from engine.media.files import file_sha256
 
 MAX_ISOLATION_S = 180.0      # the preview is interactive: longer clips should be trimmed first
 SILENCE_PEAK = 1e-3
@@ -71,8 +72,8 @@ class Stems:
 
 
 def _key(path: str, start_s, end_s) -> str:
-    st = os.stat(path)
-    raw = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{start_s}|{end_s}"
+    """The clip's content and trim: the same clip uploaded again (a new path) finds its stems."""
+    raw = f"{file_sha256(path)}|{float(start_s or 0)}|{float(end_s or 0)}"
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
 
 

@@ -42,8 +42,15 @@ def build_dub_tab() -> SimpleNamespace:
                     trim_start = gr.Number(0, label="Voice start (s)", minimum=0, elem_id="dub-trim-start")
                     trim_end = gr.Number(0, label="Voice end (s, 0 = to the end)", minimum=0, elem_id="dub-trim-end")
                 with gr.Accordion("Vocal isolation", open=False, elem_id="dub-vocal-acc"):
-                    gr.Markdown("When music or noise is under the new voice, let the voice separated from it "
-                                "drive the lips.")
+                    gr.Markdown("When music or noise is under the new voice, separate it, listen to both, "
+                                "and let the voice alone drive the lips.")
+                    isolate_btn = gr.Button("Separate voice", size="sm", elem_id="dub-isolate-btn")
+                    with gr.Row():
+                        vocals_out = gr.Audio(label="Voice", type="filepath", interactive=False,
+                                              elem_id="dub-stem-vocals")
+                        background_out = gr.Audio(label="Background", type="filepath", interactive=False,
+                                                  elem_id="dub-stem-background")
+                    method_md = gr.Markdown("", elem_id="dub-sep-method")
                     lips = gr.Radio([LIPS_ORIGINAL, LIPS_VOICE], value=LIPS_ORIGINAL, label="Lips follow",
                                     elem_id="dub-lips")
                     with gr.Row():

@@ -21,6 +21,7 @@ from studio.form import LIPS_ORIGINAL, LIPS_VOICE
 from studio.jobs import ENGINE_LOCK, RunState, stream_run
 from studio.runtime import Runtime
 from studio.status import ended_status, esc, fmt_seconds, friendly, preview_sheet, status_html
+from studio.stems import isolate_handler
 
 log = logging.getLogger("humo.studio")
 
@@ -176,9 +177,12 @@ def wire_dub(demo, ui, rt: Runtime, config: StudioConfig, render_gallery) -> Non
         text = audio_tools.describe(path)
         if text.startswith("Problem:"):
             gr.Warning(text[len("Problem:"):].strip())
-        return text
+        return text, None, None, ""
 
-    d.audio.change(on_audio, d.audio, d.audio_md, api_visibility="private")
+    stems_out = [d.vocals_out, d.background_out, d.method_md]
+    d.audio.change(on_audio, d.audio, [d.audio_md, *stems_out], api_visibility="private")
+    d.isolate_btn.click(isolate_handler(rt, config), [d.audio, d.trim_start, d.trim_end], stems_out,
+                        api_name="dub_isolate_voice", concurrency_limit=2)
 
     def request_of(video, audio, trim_start, trim_end, model, extra_margin, parsing_mode, cheek_left, cheek_right,
                    fps_rule, when_audio_longer, when_video_longer, batch_size, steps=None, guidance=None,

@@ -12,7 +12,8 @@ import pytest
 
 from engine.__main__ import main
 from engine.dub.blend import expanded_square
-from engine.dub.face.track import file_sha256, load_track, track_key
+from engine.dub.face.track import load_track, track_key
+from engine.media.files import file_sha256
 from engine.dub.pipeline import _crop_box
 from engine.dub.request import DubRequest
 from engine.errors import Cancelled

@@ -94,6 +94,27 @@ def test_check_then_run_plays_and_lands_in_gallery(env):
     page.close()
 
 
+def test_the_voice_stems_can_be_heard_before_the_run(env):
+    page = open_dub_tab(env, env["short"])
+    page.locator("#dub-vocal-acc").get_by_text("Vocal isolation").first.click()
+    page.locator("#dub-isolate-btn").click()
+    page.wait_for_function("() => (document.querySelector('#dub-sep-method')?.innerText || '').includes('Method')",
+                           timeout=120_000)
+    durations = page.evaluate("""async () => {
+        const out = [];
+        for (const id of ['#dub-stem-vocals', '#dub-stem-background']) {
+            const link = document.querySelector(id + ' a[download]');
+            if (!link) { out.push(-1); continue; }
+            const buf = await (await fetch(link.href)).arrayBuffer();
+            out.push((await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf)).duration);
+        }
+        return out;
+    }""")
+    assert len(durations) == 2 and all(abs(d - 0.8) < 0.05 for d in durations), durations
+    assert_no_page_errors(page)
+    page.close()
+
+
 def test_cancel_of_a_longer_run(env):
     page = open_dub_tab(env, env["long"])
     page.locator("#dub-run-btn").click()

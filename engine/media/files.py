@@ -9,12 +9,13 @@ so in one line.
 from __future__ import annotations
 
 import errno
+import hashlib
 import os
 import sqlite3
 import uuid
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from engine.errors import InputError, OutOfResources
 
@@ -31,6 +32,19 @@ def _check_file(path: str | os.PathLike | None, kind: str) -> Path:
     if p.is_dir():
         raise InputError(f"{p.name} is a folder, not {kind.lower()} file.", hint=f"Choose a {kind.lower()} file.")
     return p
+
+
+def file_sha256(path: str | os.PathLike, on_bytes: Callable[[int], None] | None = None) -> str:
+    """The file's sha256 (hex), read in 1 MiB pieces; `on_bytes(done)` after each."""
+    h = hashlib.sha256()
+    done = 0
+    with open(path, "rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+            done += len(chunk)
+            if on_bytes:
+                on_bytes(done)
+    return h.hexdigest()
 
 
 def is_disk_full(err: BaseException | str) -> bool:

@@ -6,13 +6,13 @@ and counts, and a damaged one is removed. Transfers resume across runs: see `eng
 """
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 from pathlib import Path
 from typing import Callable, Iterable
 
 from engine.errors import Cancelled, OutOfResources, WeightsError
+from engine.media.files import file_sha256
 from engine.humo.variants import Variant
 from engine.weights.checks import check_file
 from engine.weights.components import Component, _variant, components_for, default_weights_dir, fetch_command
@@ -24,18 +24,6 @@ from engine.weights.status import Status, _list_paths, format_bytes
 
 # Keep this much free on top of what a download needs (temporary files, other programs).
 DISK_MARGIN_BYTES = 2 * 1024**3
-
-
-def _sha256_of(path: Path, on_bytes: Callable[[int], None] | None = None) -> str:
-    h = hashlib.sha256()
-    done = 0
-    with open(path, "rb") as f:
-        while chunk := f.read(8 * 1024 * 1024):
-            h.update(chunk)
-            done += len(chunk)
-            if on_bytes:
-                on_bytes(done)
-    return h.hexdigest()
 
 
 def _free_bytes(folder: Path) -> int:
@@ -66,7 +54,7 @@ def _verify(plan: _Planned, path: Path, progress: ProgressCallback | None) -> st
         return problem
     if plan.sha256:
         cb = (lambda done: progress(plan.comp.key, plan.rel + " (checking sha256)", done, size)) if progress else None
-        digest = _sha256_of(path, cb)
+        digest = file_sha256(path, cb)
         if digest != plan.sha256:
             return f"its sha256 is {digest[:12]}…, the Hub says {plan.sha256[:12]}…"
     return None

@@ -21,7 +21,7 @@ from typing import Callable
 import numpy as np
 
 from engine.errors import InputError
-from engine.media.files import atomic_write
+from engine.media.files import atomic_write, file_sha256
 from engine.media.video_in import VideoInfo, read_frames
 
 TRACK_FORMAT = "humo-face-track"
@@ -160,14 +160,6 @@ def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTr
     if track.face_frames == 0:
         raise InputError(f"The face track {p.name} has no face in any frame.")
     return track
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def track_key(video_sha256: str, detector_name: str, settings: dict) -> str:
