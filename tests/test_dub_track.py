@@ -85,6 +85,19 @@ def test_no_face_anywhere_is_one_clear_error(tmp_path, haar):
     assert "No face was found" in one_line(err.value)
 
 
+def test_a_video_damaged_after_it_was_opened_is_one_clear_error(talk, haar, tmp_path):
+    video = tmp_path / "changing.mp4"
+    video.write_bytes(talk.read_bytes())
+    info = probe_video(video)
+    data = bytearray(video.read_bytes())        # the picture data zeroed, the index (and its packets) kept
+    at = data.find(b"mdat")
+    data[at + 4: at - 4 + int.from_bytes(data[at - 4: at], "big")] = bytes(int.from_bytes(data[at - 4: at], "big") - 8)
+    video.write_bytes(bytes(data))
+    with pytest.raises(InputError) as err:
+        build_track(info, haar)
+    assert "changing.mp4 has no frames that can be decoded" in one_line(err.value)
+
+
 def test_cache_and_given_track(talk, haar, tmp_path):
     info = probe_video(talk)
     cache = tmp_path / "cache"

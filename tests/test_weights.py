@@ -393,6 +393,40 @@ def test_cancel_stops_the_download_and_keeps_finished_files(hub, tmp_path):
     assert "bytedance-research/HuMo:HuMo-1.7B/ema.pth" not in hub.requested_files("GET")
 
 
+def test_musetalk_download_fetches_its_files_into_its_layout_once(hub, tmp_path):
+    rng = np.random.default_rng(13)
+    hub.add_repo("TMElyralab/MuseTalk", {"musetalkV15/musetalk.json": b'{"sample_size": 32}',
+                                         "musetalkV15/unet.pth": torch_zip(21), "musetalk/pytorch_model.bin": torch_zip(22)})
+    hub.add_repo("stabilityai/sd-vae-ft-mse", {"config.json": b'{"latent_channels": 4}',
+                                               "diffusion_pytorch_model.safetensors": safetensors_bytes(23),
+                                               "diffusion_pytorch_model.bin": torch_zip(24)})
+    hub.add_repo("openai/whisper-tiny", {"config.json": b'{"d_model": 384}', "pytorch_model.bin": torch_zip(25),
+                                         "preprocessor_config.json": b'{"feature_size": 80}',
+                                         "model.safetensors": safetensors_bytes(26)})
+    hub.add_repo("ManyOtherFunctions/face-parse-bisent", {"79999_iter.pth": torch_zip(27),
+                                                          "resnet18-5c106cde.pth": torch_zip(28)})
+    hub.add_repo("yzd-v/DWPose", {"dw-ll_ucoco_384.onnx": rng.bytes(3000), "yolox_l.onnx": rng.bytes(3000)})
+    wd = tmp_path / "weights"
+
+    assert engine_main(["download", "--model", "musetalk-1.5", "--weights", str(wd)]) == 0
+    assert set(hub.requested_files("GET")) == {
+        "TMElyralab/MuseTalk:musetalkV15/musetalk.json", "TMElyralab/MuseTalk:musetalkV15/unet.pth",
+        "stabilityai/sd-vae-ft-mse:config.json", "stabilityai/sd-vae-ft-mse:diffusion_pytorch_model.bin",
+        "openai/whisper-tiny:config.json", "openai/whisper-tiny:pytorch_model.bin",
+        "openai/whisper-tiny:preprocessor_config.json", "ManyOtherFunctions/face-parse-bisent:79999_iter.pth",
+        "ManyOtherFunctions/face-parse-bisent:resnet18-5c106cde.pth", "yzd-v/DWPose:dw-ll_ucoco_384.onnx"}
+    root = wd / "musetalk-1.5"
+    assert (root / "musetalkV15" / "unet.pth").read_bytes() == torch_zip(21)
+    assert (root / "sd-vae" / "diffusion_pytorch_model.bin").read_bytes() == torch_zip(24)
+    assert (root / "whisper" / "preprocessor_config.json").is_file()
+    assert (root / "face-parse-bisent" / "79999_iter.pth").is_file() and (root / "dwpose" / "dw-ll_ucoco_384.onnx").is_file()
+    assert W.find("musetalk-1.5", wd).complete
+
+    hub.requests.clear()                                 # complete: a second download asks the Hub nothing
+    assert engine_main(["download", "--model", "musetalk-1.5", "--weights", str(wd)]) == 0
+    assert hub.requested_files("GET") == []
+
+
 def test_latentsync_download_fetches_the_restricted_finder_only_when_asked(hub, tmp_path, capsys):
     rng = np.random.default_rng(12)
     hub.add_repo("ByteDance/LatentSync-1.6", {"latentsync_unet.pt": torch_zip(13), "whisper/tiny.pt": torch_zip(14),

@@ -19,7 +19,7 @@ from typing import Iterator
 import numpy as np
 
 from engine.errors import InputError
-from engine.media.ffmpeg import ffmpeg_exe, ffmpeg_failure, run_ffmpeg
+from engine.media.ffmpeg import ffmpeg_exe, run_ffmpeg
 from engine.media.files import _check_file
 
 UHD_PIXELS = 3840 * 2160
@@ -194,9 +194,10 @@ def read_frames(info: VideoInfo, batch: int = 8, *, pix_fmt: str = "bgr24",
             if n < want:
                 break
         if max_frames is None or done < max_frames:
-            rc = proc.wait()
-            if rc != 0 and done == 0:
-                raise ffmpeg_failure(proc.stderr.read().decode("utf-8", "replace"), info.path, "reading the video")
+            proc.wait()
+            if done == 0:       # the packets were there when probed: damaged data, or the file changed since
+                raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded: it is damaged "
+                                 "or was changed after it was opened.", hint="Export or download it again.")
     finally:
         if proc.poll() is None:
             proc.kill()

@@ -224,8 +224,6 @@ def build_track(info: VideoInfo, detector, landmarker=None, *, stride: int | Non
         last = chunk[-1]
         if on_progress is not None:
             on_progress(n, max(n, info.frames))
-    if n == 0:
-        raise InputError(f"The video {Path(info.path).name} has no frames that can be decoded.")
     if (n - 1) not in keys:
         detect(last, n - 1)
     track = _fill(keys, n, max(stride, max_gap), info, finder_label(detector, landmarker))
