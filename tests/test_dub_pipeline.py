@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
 from engine.dub.blend import expanded_square
 from engine.dub.cycle import output_sources
 from engine.dub.lengths import ping_pong_frame, plan_lengths
-from engine.dub.pipeline import Dubber, _crop_box
+from engine.dub.pipeline import PREVIEW_SIDE, Dubber, _crop_box
 from engine.dub.request import DubRequest
 from engine.errors import InputError
 from engine.media.video_in import read_frames
@@ -268,6 +269,13 @@ def test_a_29_97_fps_video_keeps_its_rate_and_a_kept_rest_its_own_sound(dubber, 
     result = events[-1]
     source, made = probe_video(src), probe_video(out)
     assert made.fps == Fraction(30000, 1001) and made.frames == source.frames == result.frames
+    # The page's preview: the last one shows the last frame written, small and in RGB.
+    previews = [e for e in events if type(e).__name__ == "PreviewEvent"]
+    assert previews and previews[-1].step == previews[-1].total == made.frames
+    shown = previews[-1].frames[0]
+    assert max(shown.shape[:2]) <= PREVIEW_SIDE and shown.shape[1] / shown.shape[0] == pytest.approx(704 / 1216, abs=0.01)
+    last = cv2.resize(decode_all(out, "rgb24")[-1], shown.shape[1::-1], interpolation=cv2.INTER_AREA)
+    assert np.abs(last.astype(int) - shown).mean() < 4
     dubbed_s = 9 / made.fps                   # 0.3 s of voice at 29.97 fps: 9 dubbed frames
     sr = 16000
     tail = read_mp4_audio(out, sr)[int((float(dubbed_s) + 0.05) * sr):]
