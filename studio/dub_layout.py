@@ -8,6 +8,7 @@ import gradio as gr
 from engine.dub.request import DubRequest
 from studio.form import LIPS_ORIGINAL, LIPS_VOICE
 from studio.status import status_html
+from studio.stems import stems_panel
 
 DUB_MODEL_CHOICES = [("MuseTalk 1.5: fast, one pass per frame", "musetalk-1.5"),
                      ("LatentSync 1.6: diffusion, higher quality, slower", "latentsync-1.6")]
@@ -44,13 +45,7 @@ def build_dub_tab() -> SimpleNamespace:
                 with gr.Accordion("Vocal isolation", open=False, elem_id="dub-vocal-acc"):
                     gr.Markdown("When music or noise is under the new voice, separate it, listen to both, "
                                 "and let the voice alone drive the lips.")
-                    isolate_btn = gr.Button("Separate voice", size="sm", elem_id="dub-isolate-btn")
-                    with gr.Row():
-                        vocals_out = gr.Audio(label="Voice", type="filepath", interactive=False,
-                                              elem_id="dub-stem-vocals")
-                        background_out = gr.Audio(label="Background", type="filepath", interactive=False,
-                                                  elem_id="dub-stem-background")
-                    method_md = gr.Markdown("", elem_id="dub-sep-method")
+                    isolate_btn, vocals_out, background_out, method_md = stems_panel("dub-")
                     lips = gr.Radio([LIPS_ORIGINAL, LIPS_VOICE], value=LIPS_ORIGINAL, label="Lips follow",
                                     elem_id="dub-lips")
                     with gr.Row():

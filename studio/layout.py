@@ -18,6 +18,7 @@ from studio.gallery.view import ALL
 from studio.performance import (ATTENTION_AUTO_LABEL, COMPILE_LABEL, EXACT_INFO, EXACT_LABEL, PLAN_AUTO_LABEL,
                                  PLAN_PLACEHOLDER)
 from studio.status import status_html
+from studio.stems import stems_panel
 
 log = logging.getLogger("humo.studio")
 
@@ -135,13 +136,7 @@ def build_layout(config: StudioConfig, start_variant: str) -> SimpleNamespace:
                         with gr.Accordion("Vocal isolation", open=False, elem_id="vocal-acc"):
                             gr.Markdown("Separate the voice from music and noise, listen to both, then "
                                         "choose what drives the lips.")
-                            isolate_btn = gr.Button("Separate voice", size="sm", elem_id="isolate-btn")
-                            with gr.Row():
-                                vocals_out = gr.Audio(label="Voice", type="filepath", interactive=False,
-                                                      elem_id="stem-vocals")
-                                background_out = gr.Audio(label="Background", type="filepath",
-                                                          interactive=False, elem_id="stem-background")
-                            method_md = gr.Markdown("", elem_id="sep-method")
+                            isolate_btn, vocals_out, background_out, method_md = stems_panel()
                             lips = gr.Radio([LIPS_ORIGINAL, LIPS_VOICE], value=LIPS_ORIGINAL,
                                             label="Lips follow", elem_id="lips")
                             with gr.Row():

@@ -10,6 +10,17 @@ from studio.runtime import Runtime
 from studio.status import friendly
 
 
+def stems_panel(id_prefix: str = ""):
+    """The button, the two stem players and the method line (call inside a layout block)."""
+    button = gr.Button("Separate voice", size="sm", elem_id=f"{id_prefix}isolate-btn")
+    with gr.Row():
+        vocals = gr.Audio(label="Voice", type="filepath", interactive=False, elem_id=f"{id_prefix}stem-vocals")
+        background = gr.Audio(label="Background", type="filepath", interactive=False,
+                              elem_id=f"{id_prefix}stem-background")
+    method = gr.Markdown("", elem_id=f"{id_prefix}sep-method")
+    return button, vocals, background, method
+
+
 def isolate_handler(rt: Runtime, config: StudioConfig):
     """The click handler: (clip, trim start, trim end) -> (voice stem, background stem, method note)."""
     def isolate_voice(path, t0, t1):

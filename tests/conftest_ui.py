@@ -171,6 +171,20 @@ def new_page(browser, **options):
     return page
 
 
+def stem_durations(page, prefix: str = "") -> list[float]:
+    """Seconds of the voice and background stems the page offers (decoded by the browser; -1: none)."""
+    return page.evaluate("""async (prefix) => {
+        const out = [];
+        for (const id of ['stem-vocals', 'stem-background']) {
+            const link = document.querySelector('#' + prefix + id + ' a[download]');
+            if (!link) { out.push(-1); continue; }
+            const buf = await (await fetch(link.href)).arrayBuffer();
+            out.push((await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf)).duration);
+        }
+        return out;
+    }""", prefix)
+
+
 def assert_no_page_errors(page) -> None:
     errors = getattr(page, "errors", [])
     assert not errors, f"the page raised {len(errors)} error(s): {errors[:3]}"

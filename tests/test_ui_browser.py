@@ -12,7 +12,7 @@ import pytest
 
 from conftest_ui import (ASSETS, StudioProcess, assert_no_page_errors, chromium, make_tiny_weights,
                         new_page, open_studio, portrait, run_record, screenshot, set_checkbox, set_number, set_text, spoken_clip, status_text,
-                        upload_audio, upload_images, video_ready_state, wait_status, watch_run)
+                        stem_durations, upload_audio, upload_images, video_ready_state, wait_status, watch_run)
 
 PROMPT = "A young man with short brown hair talks to the camera, blue sky behind him."
 
@@ -161,17 +161,7 @@ def test_vocal_preview_gives_two_playable_stems(env, page):
     page.wait_for_function("() => (document.querySelector('#sep-method')?.innerText || '').includes('Method')",
                            timeout=120_000)
     assert re.search(r"Method: (spectral|Kim_Vocal_2)", page.locator("#sep-method").inner_text(), re.I)
-    durations = page.evaluate("""async () => {
-        const out = [];
-        for (const id of ['#stem-vocals', '#stem-background']) {
-            const link = document.querySelector(id + ' a[download]');
-            if (!link) { out.push(-1); continue; }
-            const buf = await (await fetch(link.href)).arrayBuffer();
-            const audio = await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf);
-            out.push(audio.duration);
-        }
-        return out;
-    }""")
+    durations = stem_durations(page)
     assert len(durations) == 2 and all(d > 5.0 for d in durations), durations
     page.locator("#stem-vocals").scroll_into_view_if_needed()
     screenshot(page, "vocal-isolation")

@@ -8,7 +8,7 @@ import pytest
 from gradio_client import Client
 
 from conftest_ui import (StudioProcess, assert_no_page_errors, chromium, make_tiny_weights, new_page,
-                         open_studio, screenshot, set_number)
+                         open_studio, screenshot, set_number, stem_durations)
 from tests.dub_fixtures import TALK_704
 from tests.test_dub_api import add_tiny_musetalk, short_voice
 
@@ -100,16 +100,7 @@ def test_the_voice_stems_can_be_heard_before_the_run(env):
     page.locator("#dub-isolate-btn").click()
     page.wait_for_function("() => (document.querySelector('#dub-sep-method')?.innerText || '').includes('Method')",
                            timeout=120_000)
-    durations = page.evaluate("""async () => {
-        const out = [];
-        for (const id of ['#dub-stem-vocals', '#dub-stem-background']) {
-            const link = document.querySelector(id + ' a[download]');
-            if (!link) { out.push(-1); continue; }
-            const buf = await (await fetch(link.href)).arrayBuffer();
-            out.push((await new OfflineAudioContext(1, 1, 44100).decodeAudioData(buf)).duration);
-        }
-        return out;
-    }""")
+    durations = stem_durations(page, "dub-")
     assert len(durations) == 2 and all(abs(d - 0.8) < 0.05 for d in durations), durations
     assert_no_page_errors(page)
     page.close()
