@@ -11,13 +11,13 @@ import errno
 import json
 import os
 import shutil
-import sqlite3
 import tempfile
 import time
 import uuid
 from pathlib import Path
 
 from engine.errors import EngineError, OutOfResources
+from engine.media.files import fsync_dir, is_disk_full  # noqa: F401  (the gallery index uses them from here)
 from engine.redact import shown_path
 
 from .records import RECORD_FORMAT, RECORD_NAME, Entry, entry_from_record, is_safe_id
@@ -25,7 +25,6 @@ from .records import RECORD_FORMAT, RECORD_NAME, Entry, entry_from_record, is_sa
 STAGING_PREFIX = ".staging-"
 TRASH_PREFIX = ".trash-"
 _STALE_STAGING_S = 3600.0          # a staging folder this old belongs to a crashed add
-_DISK_FULL_ERRNOS = {errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC), errno.EFBIG}
 DISK_FULL_HINT = "Free some disk space or delete old gallery entries, then try again."
 
 
@@ -63,19 +62,6 @@ def _unlink_quietly(path: Path) -> None:
         path.unlink()
     except OSError:
         pass
-
-
-def fsync_dir(path: Path) -> None:
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return                         # e.g. Windows: directories cannot be opened
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def is_writable(folder: Path) -> bool:
@@ -155,14 +141,6 @@ def scan_orphan_folders(root: Path, known: set[str]) -> tuple[list[Entry], list[
 
 
 # ---------------------------------------------------------------------- errors
-
-def is_disk_full(err: BaseException) -> bool:
-    if isinstance(err, OSError):
-        return err.errno in _DISK_FULL_ERRNOS
-    if isinstance(err, sqlite3.Error):
-        return (getattr(err, "sqlite_errorname", "") == "SQLITE_FULL") or "disk is full" in str(err).lower()
-    return False
-
 
 def os_error(err: OSError, what: str) -> EngineError:
     if is_disk_full(err):
