@@ -44,6 +44,15 @@ def _config(raw: dict) -> dict:
     return {k: v for k, v in raw.items() if not k.startswith("_")}
 
 
+def _from_config(model_class, path: Path):
+    """An empty (meta) diffusers model of `model_class` from the config file at `path`."""
+    config = _config(_read_json(path))
+    try:
+        return _empty(lambda: model_class.from_config(config))
+    except (TypeError, ValueError) as err:
+        raise WeightsError(f"{path} is not a {model_class.__name__} config ({err}).", hint="Re-download it.") from None
+
+
 def _empty(build):
     from accelerate import init_empty_weights
 
@@ -157,12 +166,7 @@ class MuseTalk:
     def _load_unet(folder: Path, device, dtype):
         from diffusers import UNet2DConditionModel
 
-        config = _config(_read_json(folder / "musetalk.json"))
-        try:
-            unet = _empty(lambda: UNet2DConditionModel.from_config(config))
-        except (TypeError, ValueError) as err:
-            raise WeightsError(f"{folder / 'musetalk.json'} is not a UNet2DConditionModel config ({err}).",
-                               hint="Re-download it.") from None
+        unet = _from_config(UNet2DConditionModel, folder / "musetalk.json")
         ckpt = read_checkpoint(folder / "unet.pth")
         load_into(unet, ckpt, {n: n for n in unet.state_dict()}, dtype=dtype, device=device, label="MuseTalk UNet")
         return unet.eval().requires_grad_(False)
@@ -171,12 +175,7 @@ class MuseTalk:
     def _load_vae(folder: Path, device, dtype):
         from diffusers import AutoencoderKL
 
-        config = _config(_read_json(folder / "config.json"))
-        try:
-            vae = _empty(lambda: AutoencoderKL.from_config(config))
-        except (TypeError, ValueError) as err:
-            raise WeightsError(f"{folder / 'config.json'} is not an AutoencoderKL config ({err}).",
-                               hint="Re-download it.") from None
+        vae = _from_config(AutoencoderKL, folder / "config.json")
         weights = folder / "diffusion_pytorch_model.bin"
         if not weights.exists() and (folder / "diffusion_pytorch_model.safetensors").exists():
             weights = folder / "diffusion_pytorch_model.safetensors"
