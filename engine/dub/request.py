@@ -5,11 +5,11 @@ Every front end (CLI, studio, API) builds a `DubRequest` and the pipeline calls
 """
 from __future__ import annotations
 
-import math
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from engine.errors import InputError
+from engine.request import check_number
 
 DUB_MODELS = ("musetalk-1.5", "latentsync-1.6")
 LATENTSYNC = "latentsync-1.6"
@@ -91,37 +91,6 @@ class DubRequest:
         return {**(self.metadata or {}), **data, "mode": "dub"}
 
 
-def _integer(name: str, value, bounds: tuple[int, int]) -> int:
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"{name} must be a whole number, got {value!r}.")
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise InputError(f"{name} must be a finite whole number, got {value}.")
-        if value != int(value):
-            raise InputError(f"{name} must be a whole number, got {value}.")
-    try:
-        number = int(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a whole number, got {value!r}.") from None
-    lo, hi = bounds
-    if not lo <= number <= hi:
-        raise InputError(f"{name} must be between {lo} and {hi}, got {number}.")
-    return number
-
-
-def _number(name: str, value, bounds: tuple[float, float]) -> float:
-    if isinstance(value, bool) or value is None:
-        raise InputError(f"{name} must be a number, got {value!r}.")
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        raise InputError(f"{name} must be a number, got {value!r}.") from None
-    lo, hi = bounds
-    if not math.isfinite(number) or not lo <= number <= hi:
-        raise InputError(f"{name} must be between {lo:g} and {hi:g}, got {value}.")
-    return number
-
-
 def _choice(name: str, value, choices: tuple[str, ...]) -> str:
     text = str(value).strip().lower() if value is not None else ""
     if text not in choices:
@@ -143,14 +112,14 @@ def validate_dub_request(req: DubRequest) -> DubRequest:
     data["parsing_mode"] = _choice("parsing_mode", req.parsing_mode, PARSING_MODES)
     data["when_audio_longer"] = _choice("when_audio_longer", req.when_audio_longer, WHEN_AUDIO_LONGER)
     data["when_video_longer"] = _choice("when_video_longer", req.when_video_longer, WHEN_VIDEO_LONGER)
-    data["bbox_shift"] = _integer("bbox_shift", req.bbox_shift, BBOX_SHIFT_RANGE)
-    data["extra_margin"] = _integer("extra_margin", req.extra_margin, EXTRA_MARGIN_RANGE)
-    data["cheek_left"] = _integer("cheek_left", req.cheek_left, CHEEK_RANGE)
-    data["cheek_right"] = _integer("cheek_right", req.cheek_right, CHEEK_RANGE)
-    data["batch_size"] = _integer("batch_size", req.batch_size, BATCH_RANGE)
-    data["seed"] = _integer("seed", req.seed, SEED_RANGE)
-    data["steps"] = _integer("steps", req.steps, STEPS_RANGE)
-    data["guidance"] = _number("guidance", req.guidance, GUIDANCE_RANGE)
+    data["bbox_shift"] = check_number("bbox_shift", req.bbox_shift, *BBOX_SHIFT_RANGE, whole=True, snap=False)
+    data["extra_margin"] = check_number("extra_margin", req.extra_margin, *EXTRA_MARGIN_RANGE, whole=True, snap=False)
+    data["cheek_left"] = check_number("cheek_left", req.cheek_left, *CHEEK_RANGE, whole=True, snap=False)
+    data["cheek_right"] = check_number("cheek_right", req.cheek_right, *CHEEK_RANGE, whole=True, snap=False)
+    data["batch_size"] = check_number("batch_size", req.batch_size, *BATCH_RANGE, whole=True, snap=False)
+    data["seed"] = check_number("seed", req.seed, *SEED_RANGE, whole=True, snap=False)
+    data["steps"] = check_number("steps", req.steps, *STEPS_RANGE, whole=True, snap=False)
+    data["guidance"] = check_number("guidance", req.guidance, *GUIDANCE_RANGE)
     if not isinstance(req.deepcache, bool):
         raise InputError(f"deepcache must be true or false, got {req.deepcache!r}.")
     data["whisper_pad"] = _choice("whisper_pad", req.whisper_pad, WHISPER_PADS)
