@@ -8,6 +8,7 @@ refused with one sentence, here and nowhere else. Nothing here imports torch.
 from __future__ import annotations
 
 import math
+import numbers
 import random
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Mapping
@@ -76,7 +77,7 @@ def _given(value) -> bool:
 
 def _number(label: str, value, hint: str) -> float:
     """A finite float from a raw value, or an InputError naming the field."""
-    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+    if isinstance(value, bool) or not isinstance(value, (numbers.Real, str)):
         raise InputError(f"{label} {value!r} is not a number: {hint}.")
     try:
         number = float(value.strip() if isinstance(value, str) else value)
@@ -109,6 +110,11 @@ def check_number(label: str, value, lo: float, hi: float, *, whole: bool = False
     fraction is rounded with a notice when `snap`, else refused."""
     rng = f"more than {_show(lo)} and at most {_show(hi)}" if above_lo else f"between {_show(lo)} and {_show(hi)}"
     hint = f"use a {'whole ' if whole else ''}number {rng}"
+    if whole and isinstance(value, numbers.Integral) and not isinstance(value, bool):
+        exact = int(value)                 # exact: a large seed must not pass through a float
+        if exact < lo or exact > hi or (above_lo and exact <= lo):
+            raise InputError(f"{label} must be {rng}, not {exact}.")
+        return exact
     number = _number(label, value, hint)
     if whole and not number.is_integer():
         if not snap:

@@ -5,6 +5,7 @@ does to that clip before generating happens here.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.media.files import file_sha256
+from engine.media.files import atomic_write, file_sha256
 
 MAX_ISOLATION_S = 180.0      # the preview is interactive: longer clips should be trimmed first
 SILENCE_PEAK = 1e-3
@@ -55,9 +56,8 @@ def write_wav(path: str | Path, wave: np.ndarray, sr: int) -> str:
     peak = float(np.max(np.abs(wave))) if wave.size else 0.0
     if peak > 1.0:
         wave = wave / peak
-    tmp = Path(path).with_name(f".part.{Path(path).name}")
-    sf.write(str(tmp), wave.astype(np.float32), sr, subtype="PCM_16", format="WAV")
-    os.replace(tmp, path)           # never a half-written clip under the final name
+    with atomic_write(path, what="the audio clip") as tmp:     # never a half-written clip under the final name
+        sf.write(str(tmp), wave.astype(np.float32), sr, subtype="PCM_16", format="WAV")
     return str(path)
 
 
@@ -71,10 +71,17 @@ class Stems:
     sr: int
 
 
-def _key(path: str, start_s, end_s) -> str:
-    """The clip's content and trim: the same clip uploaded again (a new path) finds its stems."""
-    raw = f"{file_sha256(path)}|{float(start_s or 0)}|{float(end_s or 0)}"
+def _key(path: str, start_s, end_s, *more) -> str:
+    """The clip's content and trim (and `more`): the same clip uploaded again (a new path) finds its files."""
+    st = os.stat(path)
+    raw = "|".join(map(str, (_content(os.path.abspath(path), st.st_size, st.st_mtime_ns), float(start_s or 0),
+                             float(end_s or 0), *more)))
     return hashlib.sha1(raw.encode()).hexdigest()[:16]
+
+
+@functools.lru_cache(maxsize=32)
+def _content(path: str, size: int, mtime_ns: int) -> str:
+    return file_sha256(path)          # once per file version: a trim, a separation and a run share it
 
 
 def trimmed_clip(path: str, start_s, end_s, workdir: str | Path) -> tuple[str, np.ndarray, int]:
@@ -116,7 +123,10 @@ def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | No
     if wave.size / sr > MAX_ISOLATION_S:
         raise InputError(f"The clip is {wave.size / sr:.0f} s long; vocal isolation takes up to "
                          f"{MAX_ISOLATION_S:.0f} s.", hint="Trim the clip first (start/end).")
-    key = _key(path, start_s, end_s)
+    from engine.media.separation import find_kim_vocal_model
+
+    # the method in the key: stems made before the Kim_Vocal_2 model was installed are made again
+    key = _key(path, start_s, end_s, "kim" if find_kim_vocal_model(models_dir) else "spectral")
     work = Path(workdir)
     vocals_path, background_path = work / f"vocals-{key}.wav", work / f"background-{key}.wav"
     meta_path = work / f"stems-{key}.txt"
@@ -126,7 +136,8 @@ def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | No
     sep = separate_vocals(wave, sr, method="auto", models_dir=models_dir)
     write_wav(vocals_path, np.asarray(sep.vocals, dtype=np.float32), sr)
     write_wav(background_path, np.asarray(sep.background, dtype=np.float32), sr)
-    meta_path.write_text(f"{sep.method}\n{sep.note or ''}")
+    with atomic_write(meta_path, what="the stems note") as tmp:
+        tmp.write_text(f"{sep.method}\n{sep.note or ''}")
     return Stems(str(vocals_path), str(background_path), sep.method, sep.note or "", src, sr)
 
 

@@ -54,8 +54,6 @@ def first_face(info, detector, landmarker=None) -> tuple[int, np.ndarray, list]:
         if close is not None:
             close()
     name = Path(info.path).name
-    if seen == 0:
-        raise InputError(f"The video {name} has no frames that can be decoded.")
     raise InputError(f"No face was found in the first {round(seen / float(info.fps), 1):g} s of {name}.",
                      hint="Use a video that shows the person's face, facing the camera.")
 

@@ -95,7 +95,7 @@ def test_a_video_damaged_after_it_was_opened_is_one_clear_error(talk, haar, tmp_
     video.write_bytes(bytes(data))
     with pytest.raises(InputError) as err:
         build_track(info, haar)
-    assert "changing.mp4 has no frames that can be decoded" in one_line(err.value)
+    assert "changing.mp4 has no frames that can be decoded: it is damaged or was changed" in one_line(err.value)
 
 
 def test_cache_and_given_track(talk, haar, tmp_path):
@@ -115,6 +115,19 @@ def test_cache_and_given_track(talk, haar, tmp_path):
     given.write_text(json.dumps(data))
     track, how = face_track(info, cache_dir=cache, detector=haar, track_file=given)
     assert how == "given" and track.box(3) is None and list(track.box(4)) == [10, 20, 110, 140]
+
+    # Two rows longer than the video: cut to its length, landmarks too; a face only in the cut rows is none.
+    longer = {**data, "frames": info.frames + 2, "boxes": [[10, 20, 110, 140]] * (info.frames + 2),
+              "landmarks": [[[50.0, 60.0]] * 68] * (info.frames + 2)}
+    given.write_text(json.dumps(longer))
+    track, _ = face_track(info, cache_dir=None, detector=haar, track_file=given)
+    assert len(track) == info.frames and track.landmarks.shape == (info.frames, 68, 2)
+    assert any("its last 2 are not used" in n for n in track.notices), track.notices
+    longer["boxes"] = [None] * info.frames + [[10, 20, 110, 140]] * 2
+    given.write_text(json.dumps(longer))
+    with pytest.raises(InputError) as err:
+        face_track(info, cache_dir=None, detector=haar, track_file=given)
+    assert "no face in any frame" in one_line(err.value)
 
     data["width"] = 640
     given.write_text(json.dumps(data))

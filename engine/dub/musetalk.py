@@ -50,7 +50,8 @@ def _from_config(model_class, path: Path):
     try:
         return _empty(lambda: model_class.from_config(config))
     except (TypeError, ValueError) as err:
-        raise WeightsError(f"{path} is not a {model_class.__name__} config ({err}).", hint="Re-download it.") from None
+        raise WeightsError(f"{path} is not a config for {model_class.__name__} ({err}).",
+                           hint="Re-download it.") from None
 
 
 def _empty(build):

@@ -9,7 +9,7 @@ from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 from engine.errors import InputError
-from engine.request import check_number
+from engine.request import MAX_SEED, check_number
 
 DUB_MODELS = ("musetalk-1.5", "latentsync-1.6")
 LATENTSYNC = "latentsync-1.6"
@@ -21,7 +21,7 @@ BBOX_SHIFT_RANGE = (-100, 100)
 EXTRA_MARGIN_RANGE = (0, 200)
 CHEEK_RANGE = (0, 256)
 BATCH_RANGE = (1, 256)
-SEED_RANGE = (0, 2**63 - 1)
+SEED_RANGE = (0, MAX_SEED)                 # as Create's seeds
 # LatentSync 1.6 (the official value of each fix option is its other choice; see engine.dub.latentsync)
 STEPS_RANGE = (1, 100)
 GUIDANCE_RANGE = (1.0, 10.0)

@@ -51,10 +51,8 @@ class SourceFrames:
     def _decode_next(self) -> np.ndarray:
         if not self._pending:
             chunk = next(self._reader, None)
-            if chunk is None:           # fewer frames than counted: hold the last one
-                if self._last is None:
-                    raise OutOfResources("The video ended before its first frame could be decoded.")
-                self._pending = [self._last]
+            if chunk is None:           # fewer frames than counted: hold the last one (the reader
+                self._pending = [self._last]    # refuses a video with no frame at all)
             else:
                 self._pending = list(chunk)
         frame = self._pending.pop(0)

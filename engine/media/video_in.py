@@ -179,8 +179,9 @@ def read_frames(info: VideoInfo, batch: int = 8, *, pix_fmt: str = "bgr24",
         raise ValueError(f"pix_fmt must be bgr24 or rgb24, not {pix_fmt}")
     w, h = size if size is not None else (info.width, info.height)
     frame_bytes = w * h * 3
-    proc = subprocess.Popen(_decode_args(info, pix_fmt, size), stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, bufsize=frame_bytes * batch)
+    proc = subprocess.Popen(_decode_args(info, pix_fmt, size), stdin=subprocess.DEVNULL,  # stderr unread: a
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,              # full pipe would block
+                            bufsize=frame_bytes * batch)
     done = 0
     try:
         while max_frames is None or done < max_frames:
@@ -203,7 +204,6 @@ def read_frames(info: VideoInfo, batch: int = 8, *, pix_fmt: str = "bgr24",
             proc.kill()
         proc.wait()
         proc.stdout.close()
-        proc.stderr.close()
 
 
 def _read_exact(stream, n: int) -> bytes:

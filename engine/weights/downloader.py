@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Callable, Iterable
+from typing import Iterable
 
 from engine.errors import Cancelled, OutOfResources, WeightsError
 from engine.media.files import file_sha256

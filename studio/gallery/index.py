@@ -16,11 +16,10 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from engine.errors import EngineError, OutOfResources
-
+from engine.media.files import fsync_dir, is_disk_full
 from engine.redact import shown_path
 
-from .folders import (DISK_FULL_HINT, clean_leftovers, fsync_dir, is_disk_full, is_writable, not_writable, os_error,
-                      scan_orphan_folders)
+from .folders import (DISK_FULL_HINT, clean_leftovers, is_writable, not_writable, os_error, scan_orphan_folders)
 from .records import Entry, inputs_from_record, inputs_to_record, resolved_value
 
 DB_NAME = "gallery.sqlite3"

@@ -66,8 +66,7 @@ class FaceTrack:
         if self.landmarks is not None:
             self.landmarks = _fit_rows(self.landmarks, frames)
         if n < frames:
-            return (f"The face track has {n} frames and the video {frames}: "
-                    f"the last {frames - n} are kept unchanged.")
+            return f"The face track has {n} frames and the video {frames}: the last {frames - n} have no track rows."
         return f"The face track has {n} frames and the video {frames}: its last {n - frames} are not used."
 
     @property
@@ -117,8 +116,9 @@ def _fit_rows(a: np.ndarray, n: int) -> np.ndarray:
     return np.concatenate([a, np.full((n - len(a), *a.shape[1:]), np.nan, a.dtype)])
 
 
-def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTrack:
-    """Read a track file (as `FaceTrack.save` writes it); check it fits the video when given."""
+def load_track(path: str | os.PathLike, info: VideoInfo | None = None, *, fit: bool = False) -> FaceTrack:
+    """Read a track file (as `FaceTrack.save` writes it); check it fits the video when given, and
+    with `fit` (a file from the user) make it exactly the video's length."""
     p = Path(path)
     try:
         data = json.loads(p.read_text(encoding="utf-8"))
@@ -157,6 +157,9 @@ def load_track(path: str | os.PathLike, info: VideoInfo | None = None) -> FaceTr
                              f"this video is {info.width}x{info.height}.")
         if abs(len(track) - info.frames) > 2:
             raise InputError(f"The face track {p.name} has {len(track)} frames; this video has {info.frames}.")
+        fitted = track.fit(info.frames) if fit else None
+        if fitted:
+            track.notices.append(fitted)
     if track.face_frames == 0:
         raise InputError(f"The face track {p.name} has no face in any frame.")
     return track
@@ -285,11 +288,8 @@ def face_track(info: VideoInfo, *, cache_dir: str | os.PathLike | None, detector
     cached when `cache_dir` is set).
     """
     if track_file is not None:
-        track = load_track(track_file, info)
-        fitted = track.fit(info.frames)
+        track = load_track(track_file, info, fit=True)
         track.notices += track.findings() + [f"Face track from {Path(track_file).name} ({track.detector})."]
-        if fitted:
-            track.notices.append(fitted)
         return track, "given"
     name = detector.name if landmarker is None else landmarker.name
     cached = None
