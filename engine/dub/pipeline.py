@@ -244,7 +244,8 @@ class Dubber:
         if req.model == LATENTSYNC:
             from engine.dub.latentsync.model import SyncRun
 
-            sync = SyncRun(self.latentsync, _sync_options(req), req.seed, job.features, job.info.fps)
+            sync = SyncRun(self.latentsync, _sync_options(req), req.seed, job.features, job.info.fps,
+                           shown_again=plan.n_source if plan.n_dubbed > plan.n_source else 0)
         try:
             for start in range(0, plan.n_out, job.chunk):
                 check_cancel()

@@ -147,14 +147,17 @@ class SyncRun:
     samples) are the run's, seeded.
     """
 
-    def __init__(self, model: LatentSync, options: SyncOptions, seed: int, stream, fps: float):
+    def __init__(self, model: LatentSync, options: SyncOptions, seed: int, stream, fps: float,
+                 shown_again: int = 0):
+        """`shown_again`: the number of source frames when the output shows frames again (their
+        alignment is kept, compactly, to be reused), else 0 (nothing is kept: memory stays flat)."""
         from engine.dub.face.align import FaceAligner
 
         self.model, self.options, self.stream, self.fps = model, options, stream, float(fps)
         self.aligner = FaceAligner(model.resolution, smoothing=options.smoothing, rounding=options.rounding)
         self.generator = torch.Generator().manual_seed(int(seed))
         self.noise = model.noise(self.generator)
-        self.matrices: dict[int, torch.Tensor] = {}
+        self.matrices = np.full((shown_again, 2, 3), np.nan, np.float32) if shown_again else None
 
     def dub(self, frames_bgr: list[np.ndarray], jobs: list[tuple[int, int, int, np.ndarray]],
             on_step=None) -> list[np.ndarray]:
@@ -166,13 +169,16 @@ class SyncRun:
         faces, matrices = [], []
         for k, _, s, points in jobs:
             rgb = np.ascontiguousarray(frames_bgr[k][:, :, ::-1])
-            matrix = self.matrices.get(s)
-            if matrix is None:
-                aligned = self.aligner.align_points(rgb, points)
-                self.matrices[s] = matrix = aligned.matrix
-                faces.append(aligned.face)
-            else:
+            kept = self.matrices is not None and s < len(self.matrices) and not np.isnan(self.matrices[s, 0, 0])
+            if kept:
+                matrix = torch.from_numpy(self.matrices[s].copy())
                 faces.append(self.aligner.crop(rgb, matrix))
+            else:
+                aligned = self.aligner.align_points(rgb, points)
+                matrix = aligned.matrix
+                faces.append(aligned.face)
+                if self.matrices is not None and s < len(self.matrices):
+                    self.matrices[s] = matrix.numpy()
             matrices.append(matrix)
         audio = self.stream.frame_chunks([i for _, i, _, _ in jobs], self.fps)
         new = self.model.dub_chunk(torch.stack(faces), audio, self.noise, self.options, self.generator, on_step)
