@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from engine.errors import InputError
-from engine.media.files import atomic_write, file_sha256
+from engine.media import atomic_write, file_sha256
 
 MAX_ISOLATION_S = 180.0      # the preview is interactive: longer clips should be trimmed first
 SILENCE_PEAK = 1e-3
@@ -123,7 +123,7 @@ def isolate(path: str, start_s, end_s, workdir: str | Path, models_dir: str | No
     if wave.size / sr > MAX_ISOLATION_S:
         raise InputError(f"The clip is {wave.size / sr:.0f} s long; vocal isolation takes up to "
                          f"{MAX_ISOLATION_S:.0f} s.", hint="Trim the clip first (start/end).")
-    from engine.media.separation import find_kim_vocal_model
+    from engine.media import find_kim_vocal_model
 
     # the method in the key: stems made before the Kim_Vocal_2 model was installed are made again
     key = _key(path, start_s, end_s, "kim" if find_kim_vocal_model(models_dir) else "spectral")

@@ -13,7 +13,7 @@ such as files for atomic writes) does not pull in PIL, PyAV or librosa.
 The pieces:
   ffmpeg      the bundled binary and every command line run with it; its failures as errors
   container   a file's streams and tags from its headers (PyAV)
-  files       input path checks; atomic_write (temp file, fsync, rename) and the disk-full error
+  files       input path checks; atomic_write (temp file, fsync, rename), the disk-full error, file_sha256
   audio       audio_info, load_audio
   images      load_image, to_rgb, fit_size, fit_reference_image
   mp4_write   write_mp4
@@ -26,12 +26,12 @@ from engine.errors import EngineError, InputError, OutOfResources
 _WHERE = {
     "audio": ("MAX_AUDIO_SECONDS", "MIN_AUDIO_SECONDS", "SILENCE_PEAK", "audio_info", "load_audio"),
     "ffmpeg": ("ffmpeg_exe", "ffmpeg_failure", "replace_audio_track"),
-    "files": ("atomic_write", "disk_full_error", "fsync_dir", "is_disk_full"),
+    "files": ("atomic_write", "disk_full_error", "file_sha256", "fsync_dir", "is_disk_full"),
     "images": ("MAX_IMAGE_PIXELS", "SMALL_IMAGE_SIDE", "WORKING_MAX_SIDE", "fit_reference_image", "fit_size",
                "load_image", "to_rgb"),
     "mp4_read": ("probe_mp4", "read_mp4_audio", "read_video_frames"),
     "mp4_write": ("write_mp4",),
-    "separation": ("METHOD_ONNX", "METHOD_SPECTRAL", "Separation", "mix", "separate_vocals"),
+    "separation": ("METHOD_ONNX", "METHOD_SPECTRAL", "Separation", "find_kim_vocal_model", "mix", "separate_vocals"),
     "thumbnails": ("make_thumbnail",),
 }
 _MODULE_OF = {name: module for module, names in _WHERE.items() for name in names}

@@ -17,7 +17,7 @@ import uuid
 from pathlib import Path
 
 from engine.errors import EngineError, OutOfResources
-from engine.media.files import fsync_dir, is_disk_full
+from engine.media import fsync_dir, is_disk_full
 from engine.redact import shown_path
 
 from .records import RECORD_FORMAT, RECORD_NAME, Entry, entry_from_record, is_safe_id

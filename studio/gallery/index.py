@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, TypeVar
 
 from engine.errors import EngineError, OutOfResources
-from engine.media.files import fsync_dir, is_disk_full
+from engine.media import fsync_dir, is_disk_full
 from engine.redact import shown_path
 
 from .folders import (DISK_FULL_HINT, clean_leftovers, is_writable, not_writable, os_error, scan_orphan_folders)
